@@ -1,0 +1,60 @@
+# gaussmle developer entry points. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@grep -E '^[a-zA-Z_.-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.deps: requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.deps build ## Create .venv with all dev dependencies and build the extension (release)
+
+.PHONY: build
+build: $(VENV)/.deps ## Build the Rust extension in release mode into the venv (editable)
+	$(BIN)/maturin develop --release --quiet --skip-install
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || true
+
+.PHONY: demo
+demo: install ## Set everything up and run the skittles demo
+	$(PY) -m gaussmle demo
+
+.PHONY: lint
+lint: $(VENV)/.deps ## Lint Rust (fmt, clippy) and Python (ruff, mypy --strict, stubtest)
+	cargo fmt --check
+	cargo clippy --all-targets --all-features -- -D warnings
+	cargo clippy --all-targets --no-default-features -- -D warnings
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/mypy
+	$(PY) -m mypy.stubtest gaussmle._core
+
+.PHONY: test-rust
+test-rust: ## Pure-Rust core tests (no Python needed)
+	cargo test --no-default-features
+
+.PHONY: test-py
+test-py: install ## Python test suite
+	$(PY) -m pytest tests
+
+.PHONY: test
+test: install lint test-rust test-py ## Set everything up, lint, and run the whole test suite (cargo test + pytest)
+
+.PHONY: bench
+bench: install ## Benchmarks (pytest-benchmark) and the ratio table
+	$(PY) -m pytest benches --benchmark-only
+	$(PY) benches/report.py
+
+.PHONY: clean
+clean: ## Remove build products and the venv
+	rm -rf target $(VENV) python/gaussmle/*.so

@@ -1,0 +1,89 @@
+"""Input coercion: the one place that decides which arrays reach Rust as-is and which are converted.
+
+Rust reads float32 and float64 matrices in place, whatever their strides. Anything else is
+converted exactly once here:
+
+* integer, bool and float16 data -> float64 (float16 is never kept as float16);
+* big-endian (non-native byte order) float32/float64 -> the same dtype in native order;
+* unaligned float32/float64 -> one aligned copy (a typed read of an unaligned pointer would be
+  undefined behaviour in Rust).
+
+Everything else (complex, object, strings, datetimes) is a ``TypeError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+#: dtypes that the Rust kernels read in place.
+NATIVE_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _convertible_kind(dtype: np.dtype[Any]) -> bool:
+    return dtype.kind in "biuf"
+
+
+def as_float_array(x: Any, name: str = "X", ndim: int = 2) -> FloatArray:
+    """Return ``x`` as a float32/float64 ndarray of ``ndim`` dimensions, copying only if needed."""
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    dtype = arr.dtype
+    if dtype in NATIVE_FLOAT_DTYPES and dtype.isnative:
+        if not arr.flags.aligned:
+            arr = np.array(arr, dtype=dtype, order="K", copy=True)
+    elif _convertible_kind(dtype):
+        target = dtype.newbyteorder("=") if dtype.kind == "f" and dtype.itemsize >= 4 else np.float64
+        arr = np.asarray(arr, dtype=target)
+        if not arr.flags.aligned:
+            arr = np.array(arr, copy=True)
+    else:
+        raise TypeError(
+            f"{name} must hold real numbers (float32, float64, integers or bool); "
+            f"got dtype {dtype}"
+        )
+    if arr.ndim != ndim:
+        raise ValueError(
+            f"{name} must be a {ndim}-D array; got {arr.ndim}-D with shape {arr.shape}"
+        )
+    return arr  # type: ignore[no-any-return]
+
+
+def as_labels(y: Any, n_rows: int, name: str = "y") -> npt.NDArray[np.int64] | npt.NDArray[np.int32]:
+    """Integer class codes as int32/int64 (native, aligned), one per row."""
+    arr = y if isinstance(y, np.ndarray) else np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {arr.shape}")
+    if arr.shape[0] != n_rows:
+        raise ValueError(f"{name} has {arr.shape[0]} entries but X has {n_rows} rows")
+    if arr.dtype.kind not in "biu":
+        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        elif arr.dtype.kind == "f" and arr.size == 0:
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(f"{name} must hold integer class codes 0..n_classes-1; got dtype {arr.dtype}")
+    if not (arr.dtype in (np.dtype(np.int32), np.dtype(np.int64)) and arr.dtype.isnative and arr.flags.aligned):
+        arr = arr.astype(np.int64)
+    return arr  # type: ignore[no-any-return]
+
+
+def as_weights(sample_weight: Any, n_rows: int) -> npt.NDArray[np.float64] | None:
+    """Sample weights as a native float64 vector of length ``n_rows`` (or None)."""
+    if sample_weight is None:
+        return None
+    w = sample_weight if isinstance(sample_weight, np.ndarray) else np.asarray(sample_weight)
+    if w.ndim == 0:
+        w = np.full(n_rows, float(w), dtype=np.float64)
+    if w.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D; got shape {w.shape}")
+    if w.shape[0] != n_rows:
+        raise ValueError(f"sample_weight has {w.shape[0]} entries but X has {n_rows} rows")
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must be numeric; got dtype {w.dtype}")
+    if not (w.dtype == np.dtype(np.float64) and w.dtype.isnative and w.flags.aligned):
+        w = w.astype(np.float64)
+    return w  # type: ignore[no-any-return]

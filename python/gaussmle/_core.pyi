@@ -1,0 +1,114 @@
+"""Type stubs for the compiled Rust extension ``gaussmle._core``.
+
+Every array argument is read in place (no copy): float32/float64 matrices in any
+layout (C, Fortran, strided, negative or zero strides, read-only, memory-mapped).
+Dtype coercion is done once, in Python, before these are called.
+"""
+
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+FloatMatrix = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+IntCodes = npt.NDArray[np.int32] | npt.NDArray[np.int64]
+
+def class_stats(
+    x: FloatMatrix,
+    labels: IntCodes,
+    n_classes: int,
+    sample_weight: npt.NDArray[np.float64] | None = None,
+    n_threads: int | None = None,
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    float,
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]:
+    """One pass over ``x``: per-class (weight, mean, m2) and unweighted global (count, mean, m2).
+
+    ``weight`` has shape (n_classes,), ``mean``/``m2`` (n_classes, n_features) where m2 is the
+    (weighted) sum of squared deviations from the mean. The global statistics are unweighted
+    even when ``sample_weight`` is given (they feed ``var_smoothing``, as in scikit-learn).
+    Raises ``ValueError`` naming the position of a NaN/inf, an out-of-range label or a
+    negative/non-finite weight, and on float64 overflow of the statistics.
+    """
+
+def merge_stats(
+    weight_a: npt.NDArray[np.float64],
+    mean_a: npt.NDArray[np.float64],
+    m2_a: npt.NDArray[np.float64],
+    weight_b: npt.NDArray[np.float64],
+    mean_b: npt.NDArray[np.float64],
+    m2_b: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Exact weighted Chan/Schubert-Gertz merge of two sets of per-group statistics."""
+
+def encode_labels(
+    labels: npt.NDArray[np.int64] | npt.NDArray[np.int32],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Sorted unique labels and the code (index into them) of every label, in one Rust pass."""
+
+def simd_level() -> str:
+    """The SIMD level the kernels use now: ``"scalar"``, ``"avx2"`` or ``"avx512"``."""
+
+def set_simd_level(level: str | None) -> str:
+    """Test hook: force a SIMD level (clamped to what the CPU supports); ``None`` restores
+    automatic detection. Returns the level now in effect."""
+
+def available_simd_levels() -> list[str]:
+    """The SIMD levels this CPU can run, lowest first."""
+
+def default_n_threads() -> int:
+    """Threads used when ``n_threads`` is None: ``GAUSSMLE_NUM_THREADS`` or all cores."""
+
+@final
+class GaussianScorer:
+    """Precomputed diagonal-Gaussian scoring parameters (immutable, thread-safe).
+
+    ``log_prior`` may contain ``-inf`` (a class that can never be predicted); ``var`` must be
+    finite and > 0 everywhere.
+    """
+
+    def __new__(
+        cls,
+        mean: npt.NDArray[np.float64],
+        var: npt.NDArray[np.float64],
+        log_prior: npt.NDArray[np.float64],
+    ) -> GaussianScorer: ...
+    @property
+    def n_classes(self) -> int: ...
+    @property
+    def n_features(self) -> int: ...
+    def joint_log_likelihood(
+        self,
+        x: FloatMatrix,
+        out: FloatMatrix | None = None,
+        n_threads: int | None = None,
+    ) -> FloatMatrix:
+        """(n, n_classes) joint log-likelihood; dtype of ``out`` or else of ``x``."""
+    def log_proba(
+        self,
+        x: FloatMatrix,
+        out: FloatMatrix | None = None,
+        n_threads: int | None = None,
+    ) -> FloatMatrix:
+        """Row-normalised log-probabilities (max-shifted log-sum-exp)."""
+    def proba(
+        self,
+        x: FloatMatrix,
+        out: FloatMatrix | None = None,
+        n_threads: int | None = None,
+    ) -> FloatMatrix:
+        """Row-normalised probabilities; each row sums to 1."""
+    def predict(
+        self,
+        x: FloatMatrix,
+        out: npt.NDArray[np.int64] | None = None,
+        n_threads: int | None = None,
+    ) -> npt.NDArray[np.int64]:
+        """Index of the most likely class per row (first on ties); never builds the n x C matrix."""

@@ -1,0 +1,96 @@
+"""Batched scoring of rows against one diagonal Gaussian per class (thin wrappers over Rust)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gaussmle import _core
+from gaussmle._arrays import FloatArray, as_float_array
+
+
+def make_scorer(mean: Any, var: Any, log_prior: Any) -> _core.GaussianScorer:
+    """Precompute ``log prior - 1/2 sum log(2 pi var)`` and ``1/(2 var)`` once, for many calls.
+
+    The returned :class:`gaussmle._core.GaussianScorer` is immutable and safe to share
+    between threads. ``var`` must be finite and strictly positive (a zero variance is a
+    ``ValueError``: add smoothing); ``log_prior`` may be ``-inf`` for impossible classes.
+    """
+    mean_arr = np.ascontiguousarray(mean, dtype=np.float64)
+    var_arr = np.ascontiguousarray(var, dtype=np.float64)
+    prior_arr = np.ascontiguousarray(log_prior, dtype=np.float64)
+    return _core.GaussianScorer(mean_arr, var_arr, prior_arr)
+
+
+def joint_log_likelihood(
+    X: Any,
+    mean: Any,
+    var: Any,
+    log_prior: Any,
+    *,
+    out: FloatArray | None = None,
+    n_threads: int | None = None,
+) -> FloatArray:
+    """Joint log-likelihood ``log prior[c] + sum_d log N(x[n, d] | mean[c, d], var[c, d])``.
+
+    Computed subtract-first, ``(x - mean)**2 / (2 var)``, in float64 whatever the input
+    dtype, so it is exact to a few ulps even far from every mean (no GEMM expansion).
+
+    Parameters
+    ----------
+    X : array_like of shape (n_samples, n_features)
+    mean, var : array_like of shape (n_classes, n_features)
+    log_prior : array_like of shape (n_classes,)
+    out : ndarray of shape (n_samples, n_classes), optional
+        Writable float32/float64 buffer to fill (any strides); returned.
+    n_threads : int, optional
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_classes)
+        dtype of ``out`` if given, else of X (float32 stays float32; float64 otherwise).
+    """
+    return make_scorer(mean, var, log_prior).joint_log_likelihood(
+        as_float_array(X), out, n_threads
+    )
+
+
+def predict(
+    X: Any,
+    mean: Any,
+    var: Any,
+    log_prior: Any,
+    *,
+    out: npt.NDArray[np.int64] | None = None,
+    n_threads: int | None = None,
+) -> npt.NDArray[np.int64]:
+    """Index of the most likely class of each row (the first one on ties)."""
+    return make_scorer(mean, var, log_prior).predict(as_float_array(X), out, n_threads)
+
+
+def predict_log_proba(
+    X: Any,
+    mean: Any,
+    var: Any,
+    log_prior: Any,
+    *,
+    out: FloatArray | None = None,
+    n_threads: int | None = None,
+) -> FloatArray:
+    """Log posterior probabilities (max-shifted log-sum-exp; finite even for jll ~ -1e300)."""
+    return make_scorer(mean, var, log_prior).log_proba(as_float_array(X), out, n_threads)
+
+
+def predict_proba(
+    X: Any,
+    mean: Any,
+    var: Any,
+    log_prior: Any,
+    *,
+    out: FloatArray | None = None,
+    n_threads: int | None = None,
+) -> FloatArray:
+    """Posterior probabilities; every row sums to 1."""
+    return make_scorer(mean, var, log_prior).proba(as_float_array(X), out, n_threads)
