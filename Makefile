@@ -22,8 +22,7 @@ install: $(VENV)/.deps build ## Create .venv with all dev dependencies and build
 
 .PHONY: build
 build: $(VENV)/.deps ## Build the Rust extension in release mode into the venv (editable)
-	$(BIN)/maturin develop --release --quiet --skip-install
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || true
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/maturin develop --release --quiet
 
 .PHONY: demo
 demo: install ## Set everything up and run the skittles demo

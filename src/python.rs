@@ -1,0 +1,490 @@
+//! The one PyO3 glue module: NumPy arrays become ndarray views (never copies), the GIL is
+//! released around every kernel, and [`GaussError`] becomes `ValueError`.
+
+use ndarray::{Array2, ArrayView1, ArrayView2};
+use numpy::{
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1,
+    PyReadwriteArray2, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::error::GaussError;
+use crate::labels::encode_labels as encode_labels_core;
+use crate::score::{MatrixKind, Scorer};
+use crate::simd::{self, SimdLevel};
+use crate::stats::{self, FitInput, Moments};
+use crate::threads;
+
+impl From<GaussError> for PyErr {
+    fn from(err: GaussError) -> PyErr {
+        PyValueError::new_err(err.to_string())
+    }
+}
+
+/// A float32 or float64 matrix, borrowed read-only in place.
+enum Matrix<'py> {
+    F64(PyReadonlyArray2<'py, f64>),
+    F32(PyReadonlyArray2<'py, f32>),
+}
+
+/// A writable float32 or float64 output matrix.
+enum OutMatrix<'py> {
+    F64(PyReadwriteArray2<'py, f64>),
+    F32(PyReadwriteArray2<'py, f32>),
+}
+
+enum Labels<'py> {
+    I64(PyReadonlyArray1<'py, i64>),
+    I32(PyReadonlyArray1<'py, i32>),
+}
+
+fn require_aligned(aligned: bool, name: &str) -> PyResult<()> {
+    if aligned {
+        Ok(())
+    } else {
+        // A typed read through an unaligned pointer is undefined behaviour; the Python layer
+        // makes one aligned copy before calling in.
+        Err(PyValueError::new_err(format!(
+            "{name} is not aligned; pass it through the gaussmle Python API, which aligns it"
+        )))
+    }
+}
+
+fn borrow_error(name: &str) -> PyErr {
+    PyValueError::new_err(format!(
+        "{name} is not writable or overlaps another argument that is being written"
+    ))
+}
+
+fn matrix<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Matrix<'py>> {
+    if let Ok(a) = obj.cast::<PyArray2<f64>>() {
+        require_aligned(a.is_aligned(), name)?;
+        return a
+            .try_readonly()
+            .map(Matrix::F64)
+            .map_err(|_| borrow_error(name));
+    }
+    if let Ok(a) = obj.cast::<PyArray2<f32>>() {
+        require_aligned(a.is_aligned(), name)?;
+        return a
+            .try_readonly()
+            .map(Matrix::F32)
+            .map_err(|_| borrow_error(name));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{name} must be a 2-D numpy array of float32 or float64 in native byte order"
+    )))
+}
+
+fn out_matrix<'py>(obj: &Bound<'py, PyAny>) -> PyResult<OutMatrix<'py>> {
+    if let Ok(a) = obj.cast::<PyArray2<f64>>() {
+        require_aligned(a.is_aligned(), "out")?;
+        return a
+            .try_readwrite()
+            .map(OutMatrix::F64)
+            .map_err(|_| borrow_error("out"));
+    }
+    if let Ok(a) = obj.cast::<PyArray2<f32>>() {
+        require_aligned(a.is_aligned(), "out")?;
+        return a
+            .try_readwrite()
+            .map(OutMatrix::F32)
+            .map_err(|_| borrow_error("out"));
+    }
+    Err(PyTypeError::new_err(
+        "out must be a writable 2-D numpy array of float32 or float64 in native byte order",
+    ))
+}
+
+fn labels<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Labels<'py>> {
+    if let Ok(a) = obj.cast::<PyArray1<i64>>() {
+        require_aligned(a.is_aligned(), "labels")?;
+        return a
+            .try_readonly()
+            .map(Labels::I64)
+            .map_err(|_| borrow_error("labels"));
+    }
+    if let Ok(a) = obj.cast::<PyArray1<i32>>() {
+        require_aligned(a.is_aligned(), "labels")?;
+        return a
+            .try_readonly()
+            .map(Labels::I32)
+            .map_err(|_| borrow_error("labels"));
+    }
+    Err(PyTypeError::new_err(
+        "labels must be a 1-D numpy array of int32 or int64",
+    ))
+}
+
+fn f64_vector<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadonlyArray1<'py, f64>> {
+    let a = obj
+        .cast::<PyArray1<f64>>()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be a 1-D float64 numpy array")))?;
+    require_aligned(a.is_aligned(), name)?;
+    a.try_readonly().map_err(|_| borrow_error(name))
+}
+
+fn f64_matrix<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadonlyArray2<'py, f64>> {
+    let a = obj
+        .cast::<PyArray2<f64>>()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be a 2-D float64 numpy array")))?;
+    require_aligned(a.is_aligned(), name)?;
+    a.try_readonly().map_err(|_| borrow_error(name))
+}
+
+fn to_matrix<'py>(
+    py: Python<'py>,
+    values: Vec<f64>,
+    rows: usize,
+    cols: usize,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let arr = Array2::from_shape_vec((rows, cols), values)
+        .map_err(|e| PyValueError::new_err(format!("internal shape error: {e}")))?;
+    Ok(PyArray2::from_owned_array(py, arr))
+}
+
+type StatsTuple<'py> = (
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray2<f64>>,
+    Bound<'py, PyArray2<f64>>,
+    f64,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+);
+
+fn fit<E: crate::element::Element + numpy::Element>(
+    py: Python<'_>,
+    x: ArrayView2<'_, E>,
+    y: &Labels<'_>,
+    weights: Option<ArrayView1<'_, f64>>,
+    n_classes: usize,
+    n_threads: usize,
+) -> Result<stats::ClassStats, GaussError> {
+    let level = simd::active_level();
+    match y {
+        Labels::I64(l) => {
+            let input = FitInput {
+                x,
+                labels: l.as_array(),
+                weights,
+                n_classes,
+            };
+            py.detach(|| stats::class_stats(input, n_threads, level))
+        }
+        Labels::I32(l) => {
+            let input = FitInput {
+                x,
+                labels: l.as_array(),
+                weights,
+                n_classes,
+            };
+            py.detach(|| stats::class_stats(input, n_threads, level))
+        }
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (x, labels, n_classes, sample_weight=None, n_threads=None))]
+fn class_stats<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    labels: &Bound<'py, PyAny>,
+    n_classes: usize,
+    sample_weight: Option<&Bound<'py, PyAny>>,
+    n_threads: Option<i64>,
+) -> PyResult<StatsTuple<'py>> {
+    let n_threads = threads::resolve_threads(n_threads)?;
+    let x = matrix(x, "X")?;
+    let y = self::labels(labels)?;
+    let w = sample_weight
+        .map(|w| f64_vector(w, "sample_weight"))
+        .transpose()?;
+    let w_view = w.as_ref().map(|w| w.as_array());
+    let result = match &x {
+        Matrix::F64(a) => fit(py, a.as_array(), &y, w_view, n_classes, n_threads)?,
+        Matrix::F32(a) => fit(py, a.as_array(), &y, w_view, n_classes, n_threads)?,
+    };
+    let d = result.classes.n_features;
+    let global_count = result.global.weight[0];
+    Ok((
+        PyArray1::from_vec(py, result.classes.weight),
+        to_matrix(py, result.classes.mean, n_classes, d)?,
+        to_matrix(py, result.classes.m2, n_classes, d)?,
+        global_count,
+        PyArray1::from_vec(py, result.global.mean),
+        PyArray1::from_vec(py, result.global.m2),
+    ))
+}
+
+fn moments(
+    weight: &Bound<'_, PyAny>,
+    mean: &Bound<'_, PyAny>,
+    m2: &Bound<'_, PyAny>,
+) -> PyResult<Moments> {
+    let weight = f64_vector(weight, "weight")?;
+    let mean = f64_matrix(mean, "mean")?;
+    let m2 = f64_matrix(m2, "m2")?;
+    let d = mean.as_array().ncols();
+    if m2.as_array().dim() != mean.as_array().dim() {
+        return Err(PyValueError::new_err(
+            "mean and m2 must have the same shape",
+        ));
+    }
+    Ok(Moments::from_parts(
+        weight.as_array().to_vec(),
+        mean.as_array().iter().copied().collect(),
+        m2.as_array().iter().copied().collect(),
+        d,
+    )?)
+}
+
+#[pyfunction]
+fn merge_stats<'py>(
+    py: Python<'py>,
+    weight_a: &Bound<'py, PyAny>,
+    mean_a: &Bound<'py, PyAny>,
+    m2_a: &Bound<'py, PyAny>,
+    weight_b: &Bound<'py, PyAny>,
+    mean_b: &Bound<'py, PyAny>,
+    m2_b: &Bound<'py, PyAny>,
+) -> PyResult<(
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray2<f64>>,
+    Bound<'py, PyArray2<f64>>,
+)> {
+    let a = moments(weight_a, mean_a, m2_a)?;
+    let b = moments(weight_b, mean_b, m2_b)?;
+    let merged = stats::merge_stats(&a, &b)?;
+    let (g, d) = (merged.n_groups, merged.n_features);
+    Ok((
+        PyArray1::from_vec(py, merged.weight),
+        to_matrix(py, merged.mean, g, d)?,
+        to_matrix(py, merged.m2, g, d)?,
+    ))
+}
+
+#[pyfunction]
+fn encode_labels<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+    let y = self::labels(labels)?;
+    let (classes, codes) = match &y {
+        Labels::I64(l) => {
+            let v = l.as_array();
+            py.detach(|| encode_labels_core(v))
+        }
+        Labels::I32(l) => {
+            let v = l.as_array();
+            py.detach(|| encode_labels_core(v))
+        }
+    };
+    Ok((
+        PyArray1::from_vec(py, classes),
+        PyArray1::from_vec(py, codes),
+    ))
+}
+
+#[pyfunction]
+fn simd_level() -> &'static str {
+    simd::active_level().name()
+}
+
+#[pyfunction]
+#[pyo3(signature = (level))]
+fn set_simd_level(level: Option<&str>) -> PyResult<&'static str> {
+    let parsed = match level {
+        None => None,
+        Some(name) => Some(SimdLevel::parse(name).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "unknown SIMD level {name:?}; expected 'scalar', 'avx2' or 'avx512'"
+            ))
+        })?),
+    };
+    Ok(simd::set_active_level(parsed).name())
+}
+
+#[pyfunction]
+fn available_simd_levels() -> Vec<&'static str> {
+    simd::available_levels()
+        .into_iter()
+        .map(SimdLevel::name)
+        .collect()
+}
+
+#[pyfunction]
+fn default_n_threads() -> usize {
+    threads::default_threads()
+}
+
+/// Precomputed diagonal-Gaussian scoring parameters (immutable, thread-safe).
+#[pyclass(frozen, module = "gaussmle._core")]
+struct GaussianScorer {
+    inner: Scorer,
+}
+
+impl GaussianScorer {
+    fn matrix_output<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        out: Option<&Bound<'py, PyAny>>,
+        n_threads: Option<i64>,
+        kind: MatrixKind,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let n_threads = threads::resolve_threads(n_threads)?;
+        let level = simd::active_level();
+        let xm = matrix(x, "X")?;
+        let n_rows = match &xm {
+            Matrix::F64(a) => a.as_array().nrows(),
+            Matrix::F32(a) => a.as_array().nrows(),
+        };
+        let dims = [n_rows, self.inner.n_classes()];
+        let out_obj: Bound<'py, PyAny> = match out {
+            Some(o) => o.clone(),
+            // SAFETY: every element is written by `score_into` before the array is returned; on
+            // error the array is dropped unseen. NumPy allocates it (huge-page advice included).
+            None => match &xm {
+                Matrix::F64(_) => unsafe { PyArray2::<f64>::new(py, dims, false) }.into_any(),
+                Matrix::F32(_) => unsafe { PyArray2::<f32>::new(py, dims, false) }.into_any(),
+            },
+        };
+        let mut om = out_matrix(&out_obj)?;
+        let scorer = &self.inner;
+        match (&xm, &mut om) {
+            (Matrix::F64(a), OutMatrix::F64(o)) => {
+                let (xv, ov) = (a.as_array(), o.as_array_mut());
+                py.detach(|| scorer.score_into(xv, ov, kind, n_threads, level))?
+            }
+            (Matrix::F64(a), OutMatrix::F32(o)) => {
+                let (xv, ov) = (a.as_array(), o.as_array_mut());
+                py.detach(|| scorer.score_into(xv, ov, kind, n_threads, level))?
+            }
+            (Matrix::F32(a), OutMatrix::F64(o)) => {
+                let (xv, ov) = (a.as_array(), o.as_array_mut());
+                py.detach(|| scorer.score_into(xv, ov, kind, n_threads, level))?
+            }
+            (Matrix::F32(a), OutMatrix::F32(o)) => {
+                let (xv, ov) = (a.as_array(), o.as_array_mut());
+                py.detach(|| scorer.score_into(xv, ov, kind, n_threads, level))?
+            }
+        }
+        drop(om);
+        Ok(out_obj)
+    }
+}
+
+#[pymethods]
+impl GaussianScorer {
+    #[new]
+    fn new(
+        mean: &Bound<'_, PyAny>,
+        var: &Bound<'_, PyAny>,
+        log_prior: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let mean = f64_matrix(mean, "mean")?;
+        let var = f64_matrix(var, "var")?;
+        let log_prior = f64_vector(log_prior, "log_prior")?;
+        let inner = Scorer::new(mean.as_array(), var.as_array(), log_prior.as_array())?;
+        Ok(GaussianScorer { inner })
+    }
+
+    #[getter]
+    fn n_classes(&self) -> usize {
+        self.inner.n_classes()
+    }
+
+    #[getter]
+    fn n_features(&self) -> usize {
+        self.inner.n_features()
+    }
+
+    #[pyo3(signature = (x, out=None, n_threads=None))]
+    fn joint_log_likelihood<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        out: Option<&Bound<'py, PyAny>>,
+        n_threads: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.matrix_output(py, x, out, n_threads, MatrixKind::JointLogLikelihood)
+    }
+
+    #[pyo3(signature = (x, out=None, n_threads=None))]
+    fn log_proba<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        out: Option<&Bound<'py, PyAny>>,
+        n_threads: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.matrix_output(py, x, out, n_threads, MatrixKind::LogProba)
+    }
+
+    #[pyo3(signature = (x, out=None, n_threads=None))]
+    fn proba<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        out: Option<&Bound<'py, PyAny>>,
+        n_threads: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.matrix_output(py, x, out, n_threads, MatrixKind::Proba)
+    }
+
+    #[pyo3(signature = (x, out=None, n_threads=None))]
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        out: Option<&Bound<'py, PyAny>>,
+        n_threads: Option<i64>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let n_threads = threads::resolve_threads(n_threads)?;
+        let level = simd::active_level();
+        let xm = matrix(x, "X")?;
+        let n_rows = match &xm {
+            Matrix::F64(a) => a.as_array().nrows(),
+            Matrix::F32(a) => a.as_array().nrows(),
+        };
+        let out_arr: Bound<'py, PyArray1<i64>> = match out {
+            Some(o) => o
+                .cast::<PyArray1<i64>>()
+                .map_err(|_| PyTypeError::new_err("out must be a writable 1-D int64 numpy array"))?
+                .clone(),
+            // SAFETY: `predict_into` writes every element before the array is returned.
+            None => unsafe { PyArray1::<i64>::new(py, [n_rows], false) },
+        };
+        require_aligned(out_arr.is_aligned(), "out")?;
+        let mut ow: PyReadwriteArray1<'py, i64> =
+            out_arr.try_readwrite().map_err(|_| borrow_error("out"))?;
+        let scorer = &self.inner;
+        match &xm {
+            Matrix::F64(a) => {
+                let (xv, ov) = (a.as_array(), ow.as_array_mut());
+                py.detach(|| scorer.predict_into(xv, ov, n_threads, level))?
+            }
+            Matrix::F32(a) => {
+                let (xv, ov) = (a.as_array(), ow.as_array_mut());
+                py.detach(|| scorer.predict_into(xv, ov, n_threads, level))?
+            }
+        }
+        drop(ow);
+        Ok(out_arr)
+    }
+}
+
+/// The compiled core of gaussmle (see `gaussmle/_core.pyi` for the typed API).
+#[pymodule]
+mod _core {
+    #[pymodule_export]
+    use super::{
+        GaussianScorer, available_simd_levels, class_stats, default_n_threads, encode_labels,
+        merge_stats, set_simd_level, simd_level,
+    };
+
+    #[pymodule_export]
+    #[allow(non_upper_case_globals)]
+    const __version__: &str = env!("CARGO_PKG_VERSION");
+}

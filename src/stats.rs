@@ -1,0 +1,740 @@
+//! Per-class sufficient statistics (weight, mean, sum of squared deviations) in one pass.
+//!
+//! Algorithm (ALGORITHMS.md §1): rows are taken in cache-sized blocks. Inside a block an exact
+//! two-pass computes each class's block mean (one reciprocal per class, no division per
+//! element) and its sum of squared deviations from that mean; the block is then merged into
+//! the running totals with the weighted Chan/Schubert–Gertz formula ([`merge_group`]).
+//! Relative error of the variance is about `u·(B + κ·log(n/B))` for block size `B` and
+//! `κ = |mean|/σ`, instead of the textbook `n·κ²·u`.
+//!
+//! Rows are split into chunks whose size depends only on the shape, never on the thread count,
+//! and chunk results are merged left to right, so the output is bit-identical for any number of
+//! threads. Non-finite input is detected without a per-element test: NaN and ±inf propagate
+//! into the totals and stay there, so one check per chunk finds them and a rescan of that
+//! chunk names the first bad position.
+
+use ndarray::{ArrayView1, ArrayView2};
+use rayon::prelude::*;
+
+use crate::element::{Element, Label};
+use crate::error::{GaussError, Result};
+use crate::simd::{SimdLevel, madd};
+use crate::simd_dispatch;
+use crate::threads::run_in_pool;
+
+/// Weighted moments of `n_groups` groups over `n_features` features.
+///
+/// `mean` and `m2` are row-major `n_groups × n_features`; `m2` is the weighted sum of squared
+/// deviations from `mean`, so the MLE variance is `m2 / weight`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moments {
+    /// Number of groups (classes, or 1 for the global statistics).
+    pub n_groups: usize,
+    /// Number of features.
+    pub n_features: usize,
+    /// Total weight per group.
+    pub weight: Vec<f64>,
+    /// Weighted mean per group and feature.
+    pub mean: Vec<f64>,
+    /// Weighted sum of squared deviations per group and feature.
+    pub m2: Vec<f64>,
+}
+
+impl Moments {
+    /// The statistics of zero rows (the identity of [`Moments::merge`]).
+    pub fn zeros(n_groups: usize, n_features: usize) -> Self {
+        Moments {
+            n_groups,
+            n_features,
+            weight: vec![0.0; n_groups],
+            mean: vec![0.0; n_groups * n_features],
+            m2: vec![0.0; n_groups * n_features],
+        }
+    }
+
+    /// Build from parts, checking that the shapes agree and the values are usable.
+    pub fn from_parts(
+        weight: Vec<f64>,
+        mean: Vec<f64>,
+        m2: Vec<f64>,
+        n_features: usize,
+    ) -> Result<Self> {
+        let n_groups = weight.len();
+        if mean.len() != n_groups * n_features || m2.len() != n_groups * n_features {
+            return Err(GaussError::ShapeMismatch {
+                what: format!(
+                    "weight has {n_groups} groups but mean/m2 have {}/{} entries for {n_features} features",
+                    mean.len(),
+                    m2.len()
+                ),
+            });
+        }
+        if let Some(w) = weight.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+            return Err(GaussError::BadParameter {
+                what: format!("statistics weight must be finite and >= 0; got {w}"),
+            });
+        }
+        if mean.iter().chain(&m2).any(|v| !v.is_finite()) || m2.iter().any(|v| *v < 0.0) {
+            return Err(GaussError::BadParameter {
+                what: "statistics mean/m2 must be finite and m2 >= 0".to_string(),
+            });
+        }
+        Ok(Moments {
+            n_groups,
+            n_features,
+            weight,
+            mean,
+            m2,
+        })
+    }
+
+    /// MLE variance (`m2 / weight`, ddof = 0); NaN where a group has zero weight.
+    pub fn variance(&self) -> Vec<f64> {
+        let d = self.n_features;
+        (0..self.n_groups * d)
+            .map(|k| self.m2[k] / self.weight[k / d.max(1)])
+            .collect()
+    }
+
+    /// Exact merge of the statistics of other rows into `self`.
+    pub fn merge(&mut self, other: &Moments) -> Result<()> {
+        if self.n_groups != other.n_groups || self.n_features != other.n_features {
+            return Err(GaussError::ShapeMismatch {
+                what: format!(
+                    "cannot merge statistics of {}×{} into {}×{}",
+                    other.n_groups, other.n_features, self.n_groups, self.n_features
+                ),
+            });
+        }
+        let d = self.n_features;
+        for g in 0..self.n_groups {
+            let span = g * d..(g + 1) * d;
+            merge_group(
+                &mut self.weight[g],
+                &mut self.mean[span.clone()],
+                &mut self.m2[span.clone()],
+                other.weight[g],
+                &other.mean[span.clone()],
+                &other.m2[span],
+            );
+        }
+        Ok(())
+    }
+
+    /// Merge all groups into one (the statistics of every row together), in group order.
+    pub fn pooled(&self) -> Moments {
+        let d = self.n_features;
+        let mut total = Moments::zeros(1, d);
+        for g in 0..self.n_groups {
+            let span = g * d..(g + 1) * d;
+            merge_group(
+                &mut total.weight[0],
+                &mut total.mean,
+                &mut total.m2,
+                self.weight[g],
+                &self.mean[span.clone()],
+                &self.m2[span],
+            );
+        }
+        total
+    }
+
+    fn all_finite(&self) -> bool {
+        self.mean
+            .iter()
+            .chain(&self.m2)
+            .chain(&self.weight)
+            .all(|v| v.is_finite())
+    }
+}
+
+/// Merge one group's block statistics `(w_b, mean_b, m2_b)` into running `(w_a, mean_a, m2_a)`.
+///
+/// Weighted Chan et al. (1983) update in the form of Schubert & Gertz (SSDBM 2018):
+/// `δ = m_b − M`, `M += δ·w_b/W'`, `S += S_b + δ²·W·w_b/W'`. One division per group, none per
+/// feature; exact in real arithmetic for any split of the rows.
+#[inline]
+pub fn merge_group(
+    w_a: &mut f64,
+    mean_a: &mut [f64],
+    m2_a: &mut [f64],
+    w_b: f64,
+    mean_b: &[f64],
+    m2_b: &[f64],
+) {
+    if w_b <= 0.0 {
+        return;
+    }
+    if *w_a <= 0.0 {
+        *w_a = w_b;
+        mean_a.copy_from_slice(mean_b);
+        m2_a.copy_from_slice(m2_b);
+        return;
+    }
+    let total = *w_a + w_b;
+    let frac_b = w_b / total;
+    let cross = *w_a * frac_b;
+    for ((ma, sa), (&mb, &sb)) in mean_a
+        .iter_mut()
+        .zip(m2_a.iter_mut())
+        .zip(mean_b.iter().zip(m2_b))
+    {
+        let delta = mb - *ma;
+        *ma += delta * frac_b;
+        *sa += sb + delta * delta * cross;
+    }
+    *w_a = total;
+}
+
+/// Per-class statistics plus the unweighted statistics of all rows (which `var_smoothing`
+/// scales, as in scikit-learn, even when the fit is weighted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassStats {
+    /// One group per class, weighted.
+    pub classes: Moments,
+    /// One group, every row with weight 1.
+    pub global: Moments,
+}
+
+/// Inputs of [`class_stats`].
+#[derive(Clone, Copy)]
+pub struct FitInput<'a, E: Element, L: Label> {
+    /// Data, `n × d`, any strides.
+    pub x: ArrayView2<'a, E>,
+    /// Class code of each row, in `0..n_classes`.
+    pub labels: ArrayView1<'a, L>,
+    /// Optional non-negative finite weight of each row.
+    pub weights: Option<ArrayView1<'a, f64>>,
+    /// Number of classes.
+    pub n_classes: usize,
+}
+
+/// Rows per in-cache block: about 128 KiB of f64 per block, and at least a few rows per class
+/// so the per-block merge (O(C·d)) stays small next to the block's O(B·d) work.
+fn block_rows(n_features: usize, n_classes: usize) -> usize {
+    let d = n_features.max(1);
+    let base = (16_384 / d).clamp(32, 4096);
+    let per_class = (8 * n_classes).min(131_072 / d);
+    base.max(per_class).max(1)
+}
+
+/// Rows per parallel chunk: a multiple of the block, about 2^21 elements, fixed by the shape
+/// alone so results do not depend on the thread count.
+fn chunk_rows(n_features: usize, block: usize) -> usize {
+    let target = (1usize << 21) / n_features.max(1);
+    target.div_ceil(block).max(1) * block
+}
+
+/// Serial below this many elements: the pool hand-off costs more than it saves.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
+
+/// Per-class weight, mean and squared-deviation sum of `x`, in one pass, on `n_threads`
+/// threads, with kernels for `level`.
+///
+/// Errors: a NaN/inf in `x` (first position in the first bad chunk), a label outside
+/// `0..n_classes`, a negative or non-finite weight, mismatched lengths, float64 overflow.
+pub fn class_stats<E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    n_threads: usize,
+    level: SimdLevel,
+) -> Result<ClassStats> {
+    let (n, d) = input.x.dim();
+    if input.labels.len() != n {
+        return Err(GaussError::ShapeMismatch {
+            what: format!(
+                "X has {n} rows but labels have {} entries",
+                input.labels.len()
+            ),
+        });
+    }
+    if let Some(w) = input.weights
+        && w.len() != n
+    {
+        return Err(GaussError::ShapeMismatch {
+            what: format!("X has {n} rows but sample_weight has {} entries", w.len()),
+        });
+    }
+    let block = block_rows(d, input.n_classes);
+    let chunk = chunk_rows(d, block);
+    let n_chunks = n.div_ceil(chunk);
+    let run_chunk = |k: usize| {
+        let rows = k * chunk..((k + 1) * chunk).min(n);
+        chunk_stats(input, rows, block, level)
+    };
+    let parallel = n_threads > 1 && n_chunks > 1 && n.saturating_mul(d) >= PARALLEL_MIN_ELEMENTS;
+    let partials: Vec<Result<ClassStats>> = if parallel {
+        run_in_pool(n_threads, || {
+            (0..n_chunks).into_par_iter().map(run_chunk).collect()
+        })
+    } else {
+        (0..n_chunks).map(run_chunk).collect()
+    };
+    let mut classes = Moments::zeros(input.n_classes, d);
+    let mut global = Moments::zeros(1, d);
+    for part in partials {
+        let part = part?;
+        classes.merge(&part.classes)?;
+        global.merge(&part.global)?;
+    }
+    if input.weights.is_none() {
+        // Unweighted: the global statistics are the pooled class statistics, exactly.
+        global = classes.pooled();
+    }
+    if !classes.all_finite() || !global.all_finite() {
+        return Err(GaussError::Overflow {
+            what: "the sum of squared deviations".to_string(),
+        });
+    }
+    Ok(ClassStats { classes, global })
+}
+
+/// Scratch space for one block, reused across the blocks of a chunk.
+struct BlockScratch {
+    /// Per-class weighted sums, then (after `finish_means`) block means.
+    sum: Vec<f64>,
+    /// Per-class weighted squared deviations from the block mean.
+    sq_dev: Vec<f64>,
+    weight: Vec<f64>,
+    seen: Vec<bool>,
+    touched: Vec<usize>,
+    /// Unweighted global sums / deviations (only when the fit is weighted).
+    global_sum: Vec<f64>,
+    global_sq_dev: Vec<f64>,
+    codes: Vec<usize>,
+    row_weights: Vec<f64>,
+    /// Row-major f64 copy of one block, for layouts without contiguous rows or columns.
+    packed: Vec<f64>,
+}
+
+impl BlockScratch {
+    fn new(n_classes: usize, d: usize, block: usize) -> Self {
+        BlockScratch {
+            sum: vec![0.0; n_classes * d],
+            sq_dev: vec![0.0; n_classes * d],
+            weight: vec![0.0; n_classes],
+            seen: vec![false; n_classes],
+            touched: Vec::with_capacity(n_classes.min(block)),
+            global_sum: vec![0.0; d],
+            global_sq_dev: vec![0.0; d],
+            codes: Vec::with_capacity(block),
+            row_weights: Vec::with_capacity(block),
+            packed: Vec::new(),
+        }
+    }
+}
+
+fn chunk_stats<E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    rows: std::ops::Range<usize>,
+    block: usize,
+    level: SimdLevel,
+) -> Result<ClassStats> {
+    let d = input.x.ncols();
+    let mut stats = ClassStats {
+        classes: Moments::zeros(input.n_classes, d),
+        global: Moments::zeros(1, d),
+    };
+    let mut scratch = BlockScratch::new(input.n_classes, d, block);
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = (start + block).min(rows.end);
+        load_codes_and_weights(input, start..end, &mut scratch)?;
+        let x_block = input.x.slice(ndarray::s![start..end, ..]);
+        block_stats(x_block, input.weights.is_some(), &mut scratch, level);
+        merge_block(
+            &mut stats,
+            &mut scratch,
+            end - start,
+            input.weights.is_some(),
+        );
+        start = end;
+    }
+    if !stats.classes.all_finite() || !stats.global.all_finite() {
+        if let Some(err) = first_non_finite(input.x, rows) {
+            return Err(err);
+        }
+    }
+    Ok(stats)
+}
+
+fn load_codes_and_weights<E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    rows: std::ops::Range<usize>,
+    scratch: &mut BlockScratch,
+) -> Result<()> {
+    scratch.codes.clear();
+    scratch.row_weights.clear();
+    for row in rows.clone() {
+        let label = input.labels[row].to_i64();
+        if label < 0 || label as u64 >= input.n_classes as u64 {
+            return Err(GaussError::LabelOutOfRange {
+                row,
+                label,
+                n_classes: input.n_classes,
+            });
+        }
+        scratch.codes.push(label as usize);
+    }
+    if let Some(w) = input.weights {
+        for row in rows {
+            let value = w[row];
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(GaussError::BadWeight { row, value });
+            }
+            scratch.row_weights.push(value);
+        }
+    }
+    Ok(())
+}
+
+/// First NaN/inf of `x` in `rows`, scanning row by row.
+fn first_non_finite<E: Element>(
+    x: ArrayView2<'_, E>,
+    rows: std::ops::Range<usize>,
+) -> Option<GaussError> {
+    for row in rows {
+        for (col, v) in x.row(row).iter().enumerate() {
+            let value = v.to_f64();
+            if !value.is_finite() {
+                return Some(GaussError::NonFinite {
+                    what: "X",
+                    row,
+                    col,
+                    value,
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Both passes over one block, with the layout-specific loop and SIMD level.
+fn block_stats<E: Element>(
+    x: ArrayView2<'_, E>,
+    weighted: bool,
+    scratch: &mut BlockScratch,
+    level: SimdLevel,
+) {
+    let (rows, d) = x.dim();
+    let row_stride = x.strides()[0];
+    let col_stride = x.strides()[1];
+    if d == 0 || rows == 0 {
+        block_counts_only(scratch, weighted);
+        return;
+    }
+    if col_stride == 1 || d == 1 {
+        // Rows are contiguous (C order, sliced rows, negative row strides, stride-0 rows).
+        let row_at = |i: usize| -> &[E] {
+            // Row views of a contiguous row are slices; `as_slice` cannot fail here.
+            x.row(i).to_slice().unwrap_or(&[])
+        };
+        dispatch_rows(&row_at, rows, d, weighted, scratch, level);
+    } else if row_stride == 1 {
+        // Fortran order: walk each column as one contiguous stream.
+        let col_at = |j: usize| -> &[E] { x.column(j).to_slice().unwrap_or(&[]) };
+        dispatch_cols(&col_at, rows, d, weighted, scratch, level);
+    } else {
+        // Any other strides: pack the block row-major in cache (not a copy of the input).
+        let mut packed = std::mem::take(&mut scratch.packed);
+        packed.clear();
+        packed.extend(x.iter().map(|v| v.to_f64()));
+        let row_at = |i: usize| -> &[f64] { &packed[i * d..(i + 1) * d] };
+        dispatch_rows(&row_at, rows, d, weighted, scratch, level);
+        scratch.packed = packed;
+    }
+}
+
+fn block_counts_only(scratch: &mut BlockScratch, weighted: bool) {
+    for i in 0..scratch.codes.len() {
+        let c = scratch.codes[i];
+        let w = if weighted {
+            scratch.row_weights[i]
+        } else {
+            1.0
+        };
+        touch(scratch, c);
+        scratch.weight[c] += w;
+    }
+}
+
+#[inline(always)]
+fn touch(scratch: &mut BlockScratch, class: usize) {
+    if !scratch.seen[class] {
+        scratch.seen[class] = true;
+        scratch.touched.push(class);
+    }
+}
+
+fn dispatch_rows<'r, E: Element>(
+    row_at: &dyn Fn(usize) -> &'r [E],
+    rows: usize,
+    d: usize,
+    weighted: bool,
+    scratch: &mut BlockScratch,
+    level: SimdLevel,
+) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn avx2<'r, E: Element>(
+        f: &dyn Fn(usize) -> &'r [E],
+        r: usize,
+        d: usize,
+        w: bool,
+        s: &mut BlockScratch,
+    ) {
+        rows_kernel::<E, true>(f, r, d, w, s)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+    fn avx512<'r, E: Element>(
+        f: &dyn Fn(usize) -> &'r [E],
+        r: usize,
+        d: usize,
+        w: bool,
+        s: &mut BlockScratch,
+    ) {
+        rows_kernel::<E, true>(f, r, d, w, s)
+    }
+    simd_dispatch!(
+        level,
+        rows_kernel::<E, false>(row_at, rows, d, weighted, scratch),
+        avx2(row_at, rows, d, weighted, scratch),
+        avx512(row_at, rows, d, weighted, scratch)
+    )
+}
+
+fn dispatch_cols<'r, E: Element>(
+    col_at: &dyn Fn(usize) -> &'r [E],
+    rows: usize,
+    d: usize,
+    weighted: bool,
+    scratch: &mut BlockScratch,
+    level: SimdLevel,
+) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn avx2<'r, E: Element>(
+        f: &dyn Fn(usize) -> &'r [E],
+        r: usize,
+        d: usize,
+        w: bool,
+        s: &mut BlockScratch,
+    ) {
+        cols_kernel::<E, true>(f, r, d, w, s)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+    fn avx512<'r, E: Element>(
+        f: &dyn Fn(usize) -> &'r [E],
+        r: usize,
+        d: usize,
+        w: bool,
+        s: &mut BlockScratch,
+    ) {
+        cols_kernel::<E, true>(f, r, d, w, s)
+    }
+    simd_dispatch!(
+        level,
+        cols_kernel::<E, false>(col_at, rows, d, weighted, scratch),
+        avx2(col_at, rows, d, weighted, scratch),
+        avx512(col_at, rows, d, weighted, scratch)
+    )
+}
+
+/// Turn the per-class sums of a block into block means: one reciprocal per class.
+#[inline(always)]
+fn finish_means(scratch: &mut BlockScratch, d: usize, rows: usize, weighted: bool) {
+    for &c in &scratch.touched {
+        let w = scratch.weight[c];
+        if w > 0.0 {
+            let inv = 1.0 / w;
+            scratch.sum[c * d..(c + 1) * d]
+                .iter_mut()
+                .for_each(|s| *s *= inv);
+        }
+    }
+    if weighted {
+        let inv = 1.0 / rows as f64;
+        scratch.global_sum.iter_mut().for_each(|s| *s *= inv);
+    }
+}
+
+/// Row-major two-pass over a block (pass A: sums; pass B: squared deviations).
+#[inline(always)]
+fn rows_kernel<'r, E: Element, const FMA: bool>(
+    row_at: &dyn Fn(usize) -> &'r [E],
+    rows: usize,
+    d: usize,
+    weighted: bool,
+    scratch: &mut BlockScratch,
+) {
+    for i in 0..rows {
+        let c = scratch.codes[i];
+        touch(scratch, c);
+        let row = &row_at(i)[..d];
+        let sum = &mut scratch.sum[c * d..(c + 1) * d];
+        if weighted {
+            let w = scratch.row_weights[i];
+            scratch.weight[c] += w;
+            for (s, &v) in sum.iter_mut().zip(row) {
+                *s = madd::<FMA>(w, v.to_f64(), *s);
+            }
+            for (g, &v) in scratch.global_sum.iter_mut().zip(row) {
+                *g += v.to_f64();
+            }
+        } else {
+            scratch.weight[c] += 1.0;
+            for (s, &v) in sum.iter_mut().zip(row) {
+                *s += v.to_f64();
+            }
+        }
+    }
+    finish_means(scratch, d, rows, weighted);
+    for i in 0..rows {
+        let c = scratch.codes[i];
+        let row = &row_at(i)[..d];
+        let mean = &scratch.sum[c * d..(c + 1) * d];
+        let sq = &mut scratch.sq_dev[c * d..(c + 1) * d];
+        if weighted {
+            let w = scratch.row_weights[i];
+            for ((q, &m), &v) in sq.iter_mut().zip(mean).zip(row) {
+                let t = v.to_f64() - m;
+                *q = madd::<FMA>(w * t, t, *q);
+            }
+            for ((q, &m), &v) in scratch
+                .global_sq_dev
+                .iter_mut()
+                .zip(&scratch.global_sum)
+                .zip(row)
+            {
+                let t = v.to_f64() - m;
+                *q = madd::<FMA>(t, t, *q);
+            }
+        } else {
+            for ((q, &m), &v) in sq.iter_mut().zip(mean).zip(row) {
+                let t = v.to_f64() - m;
+                *q = madd::<FMA>(t, t, *q);
+            }
+        }
+    }
+}
+
+/// Column-major two-pass over a block: each column of the block is one contiguous stream.
+#[inline(always)]
+fn cols_kernel<'r, E: Element, const FMA: bool>(
+    col_at: &dyn Fn(usize) -> &'r [E],
+    rows: usize,
+    d: usize,
+    weighted: bool,
+    scratch: &mut BlockScratch,
+) {
+    for i in 0..rows {
+        let c = scratch.codes[i];
+        touch(scratch, c);
+        scratch.weight[c] += if weighted {
+            scratch.row_weights[i]
+        } else {
+            1.0
+        };
+    }
+    for j in 0..d {
+        let col = &col_at(j)[..rows];
+        if weighted {
+            let mut global = 0.0;
+            for ((&c, &w), &v) in scratch.codes.iter().zip(&scratch.row_weights).zip(col) {
+                let s = &mut scratch.sum[c * d + j];
+                *s = madd::<FMA>(w, v.to_f64(), *s);
+                global += v.to_f64();
+            }
+            scratch.global_sum[j] = global;
+        } else {
+            for (&c, &v) in scratch.codes.iter().zip(col) {
+                scratch.sum[c * d + j] += v.to_f64();
+            }
+        }
+    }
+    finish_means(scratch, d, rows, weighted);
+    for j in 0..d {
+        let col = &col_at(j)[..rows];
+        if weighted {
+            let global_mean = scratch.global_sum[j];
+            let mut global = 0.0;
+            for ((&c, &w), &v) in scratch.codes.iter().zip(&scratch.row_weights).zip(col) {
+                let t = v.to_f64() - scratch.sum[c * d + j];
+                let q = &mut scratch.sq_dev[c * d + j];
+                *q = madd::<FMA>(w * t, t, *q);
+                let g = v.to_f64() - global_mean;
+                global = madd::<FMA>(g, g, global);
+            }
+            scratch.global_sq_dev[j] = global;
+        } else {
+            for (&c, &v) in scratch.codes.iter().zip(col) {
+                let t = v.to_f64() - scratch.sum[c * d + j];
+                let q = &mut scratch.sq_dev[c * d + j];
+                *q = madd::<FMA>(t, t, *q);
+            }
+        }
+    }
+}
+
+/// Merge a finished block into the chunk totals and reset the block's scratch.
+fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, weighted: bool) {
+    let d = stats.classes.n_features;
+    for &c in &scratch.touched {
+        let span = c * d..(c + 1) * d;
+        merge_group(
+            &mut stats.classes.weight[c],
+            &mut stats.classes.mean[span.clone()],
+            &mut stats.classes.m2[span.clone()],
+            scratch.weight[c],
+            &scratch.sum[span.clone()],
+            &scratch.sq_dev[span.clone()],
+        );
+        scratch.sum[span.clone()].fill(0.0);
+        scratch.sq_dev[span].fill(0.0);
+        scratch.weight[c] = 0.0;
+        scratch.seen[c] = false;
+    }
+    scratch.touched.clear();
+    if weighted && rows > 0 {
+        merge_group(
+            &mut stats.global.weight[0],
+            &mut stats.global.mean,
+            &mut stats.global.m2,
+            rows as f64,
+            &scratch.global_sum,
+            &scratch.global_sq_dev,
+        );
+        scratch.global_sum.fill(0.0);
+        scratch.global_sq_dev.fill(0.0);
+    }
+}
+
+/// Exact weighted merge of two statistics sets given as flat arrays (what partial_fit, threads
+/// and distributed fits use).
+pub fn merge_stats(a: &Moments, b: &Moments) -> Result<Moments> {
+    let mut out = a.clone();
+    out.merge(b)?;
+    Ok(out)
+}
+
+/// Convenience used by tests: statistics of a row-major slice.
+pub fn class_stats_of_rows(
+    x: &[f64],
+    n_features: usize,
+    labels: &[i64],
+    weights: Option<&[f64]>,
+    n_classes: usize,
+) -> Result<ClassStats> {
+    let n = labels.len();
+    let x = ArrayView2::from_shape((n, n_features), x).map_err(|e| GaussError::ShapeMismatch {
+        what: e.to_string(),
+    })?;
+    let input = FitInput {
+        x,
+        labels: ArrayView1::from(labels),
+        weights: weights.map(ArrayView1::from),
+        n_classes,
+    };
+    class_stats(input, 1, crate::simd::active_level())
+}
