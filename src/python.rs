@@ -144,14 +144,23 @@ fn to_matrix<'py>(
     Ok(PyArray2::from_owned_array(py, arr))
 }
 
-type StatsTuple<'py> = (
+/// `(weight, mean, mean_lo, m2)` of every group.
+type MomentsTuple<'py> = (
     Bound<'py, PyArray1<f64>>,
     Bound<'py, PyArray2<f64>>,
     Bound<'py, PyArray2<f64>>,
-    f64,
-    Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray2<f64>>,
 );
+
+fn moments_tuple(py: Python<'_>, m: Moments) -> PyResult<MomentsTuple<'_>> {
+    let (g, d) = (m.n_groups, m.n_features);
+    Ok((
+        PyArray1::from_vec(py, m.weight),
+        to_matrix(py, m.mean, g, d)?,
+        to_matrix(py, m.mean_lo, g, d)?,
+        to_matrix(py, m.m2, g, d)?,
+    ))
+}
 
 fn fit<E: crate::element::Element + numpy::Element>(
     py: Python<'_>,
@@ -193,7 +202,7 @@ fn class_stats<'py>(
     n_classes: usize,
     sample_weight: Option<&Bound<'py, PyAny>>,
     n_threads: Option<i64>,
-) -> PyResult<StatsTuple<'py>> {
+) -> PyResult<(MomentsTuple<'py>, MomentsTuple<'py>)> {
     let n_threads = threads::resolve_threads(n_threads)?;
     let x = matrix(x, "X")?;
     let y = self::labels(labels)?;
@@ -205,63 +214,52 @@ fn class_stats<'py>(
         Matrix::F64(a) => fit(py, a.as_array(), &y, w_view, n_classes, n_threads)?,
         Matrix::F32(a) => fit(py, a.as_array(), &y, w_view, n_classes, n_threads)?,
     };
-    let d = result.classes.n_features;
-    let global_count = result.global.weight[0];
     Ok((
-        PyArray1::from_vec(py, result.classes.weight),
-        to_matrix(py, result.classes.mean, n_classes, d)?,
-        to_matrix(py, result.classes.m2, n_classes, d)?,
-        global_count,
-        PyArray1::from_vec(py, result.global.mean),
-        PyArray1::from_vec(py, result.global.m2),
+        moments_tuple(py, result.classes)?,
+        moments_tuple(py, result.global)?,
     ))
 }
 
-fn moments(
-    weight: &Bound<'_, PyAny>,
-    mean: &Bound<'_, PyAny>,
-    m2: &Bound<'_, PyAny>,
-) -> PyResult<Moments> {
-    let weight = f64_vector(weight, "weight")?;
-    let mean = f64_matrix(mean, "mean")?;
-    let m2 = f64_matrix(m2, "m2")?;
-    let d = mean.as_array().ncols();
-    if m2.as_array().dim() != mean.as_array().dim() {
+/// Statistics from Python: a tuple `(weight, mean, mean_lo, m2)` of float64 arrays.
+fn moments(parts: &Bound<'_, PyAny>) -> PyResult<Moments> {
+    type Parts<'py> = (
+        Bound<'py, PyAny>,
+        Bound<'py, PyAny>,
+        Bound<'py, PyAny>,
+        Bound<'py, PyAny>,
+    );
+    let (weight, mean, mean_lo, m2): Parts<'_> = parts.extract().map_err(|_| {
+        PyTypeError::new_err("statistics must be a tuple (weight, mean, mean_lo, m2)")
+    })?;
+    let weight = f64_vector(&weight, "weight")?;
+    let mean = f64_matrix(&mean, "mean")?;
+    let mean_lo = f64_matrix(&mean_lo, "mean_lo")?;
+    let m2 = f64_matrix(&m2, "m2")?;
+    let dim = mean.as_array().dim();
+    if m2.as_array().dim() != dim || mean_lo.as_array().dim() != dim {
         return Err(PyValueError::new_err(
-            "mean and m2 must have the same shape",
+            "mean, mean_lo and m2 must have the same shape",
         ));
     }
+    let flat = |a: &PyReadonlyArray2<'_, f64>| a.as_array().iter().copied().collect::<Vec<f64>>();
     Ok(Moments::from_parts(
         weight.as_array().to_vec(),
-        mean.as_array().iter().copied().collect(),
-        m2.as_array().iter().copied().collect(),
-        d,
+        flat(&mean),
+        flat(&mean_lo),
+        flat(&m2),
+        dim.1,
     )?)
 }
 
+/// Exact merge of two statistics tuples `(weight, mean, mean_lo, m2)`.
 #[pyfunction]
 fn merge_stats<'py>(
     py: Python<'py>,
-    weight_a: &Bound<'py, PyAny>,
-    mean_a: &Bound<'py, PyAny>,
-    m2_a: &Bound<'py, PyAny>,
-    weight_b: &Bound<'py, PyAny>,
-    mean_b: &Bound<'py, PyAny>,
-    m2_b: &Bound<'py, PyAny>,
-) -> PyResult<(
-    Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray2<f64>>,
-    Bound<'py, PyArray2<f64>>,
-)> {
-    let a = moments(weight_a, mean_a, m2_a)?;
-    let b = moments(weight_b, mean_b, m2_b)?;
-    let merged = stats::merge_stats(&a, &b)?;
-    let (g, d) = (merged.n_groups, merged.n_features);
-    Ok((
-        PyArray1::from_vec(py, merged.weight),
-        to_matrix(py, merged.mean, g, d)?,
-        to_matrix(py, merged.m2, g, d)?,
-    ))
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+) -> PyResult<MomentsTuple<'py>> {
+    let merged = stats::merge_stats(&moments(a)?, &moments(b)?)?;
+    moments_tuple(py, merged)
 }
 
 #[pyfunction]

@@ -25,7 +25,10 @@ use crate::threads::run_in_pool;
 /// Weighted moments of `n_groups` groups over `n_features` features.
 ///
 /// `mean` and `m2` are row-major `n_groups × n_features`; `m2` is the weighted sum of squared
-/// deviations from `mean`, so the MLE variance is `m2 / weight`.
+/// deviations from the mean, so the MLE variance is `m2 / weight`. The mean is kept as an
+/// unevaluated double-double sum `mean + mean_lo` (`|mean_lo| ≤ ulp(mean)/2`): with a large
+/// common offset the merge formula needs the difference of two means to full relative precision,
+/// and a plain f64 mean would carry an absolute error of `u·|mean|` into every merge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Moments {
     /// Number of groups (classes, or 1 for the global statistics).
@@ -34,10 +37,22 @@ pub struct Moments {
     pub n_features: usize,
     /// Total weight per group.
     pub weight: Vec<f64>,
-    /// Weighted mean per group and feature.
+    /// Weighted mean per group and feature, rounded to f64.
     pub mean: Vec<f64>,
+    /// Rounding residual of `mean`: the exact mean is `mean + mean_lo` to about `u²·|mean|`.
+    pub mean_lo: Vec<f64>,
     /// Weighted sum of squared deviations per group and feature.
     pub m2: Vec<f64>,
+}
+
+/// Knuth's TwoSum: `(s, e)` with `s = fl(a + b)` and `a + b = s + e` exactly.
+#[inline(always)]
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    let e = (a - (s - bb)) + (b - bb);
+    // Keep the pair finite when `s` overflows (the caller reports the overflow).
+    if e.is_finite() { (s, e) } else { (s, 0.0) }
 }
 
 impl Moments {
@@ -48,6 +63,7 @@ impl Moments {
             n_features,
             weight: vec![0.0; n_groups],
             mean: vec![0.0; n_groups * n_features],
+            mean_lo: vec![0.0; n_groups * n_features],
             m2: vec![0.0; n_groups * n_features],
         }
     }
@@ -56,15 +72,19 @@ impl Moments {
     pub fn from_parts(
         weight: Vec<f64>,
         mean: Vec<f64>,
+        mean_lo: Vec<f64>,
         m2: Vec<f64>,
         n_features: usize,
     ) -> Result<Self> {
         let n_groups = weight.len();
-        if mean.len() != n_groups * n_features || m2.len() != n_groups * n_features {
+        let cells = n_groups * n_features;
+        if mean.len() != cells || mean_lo.len() != cells || m2.len() != cells {
             return Err(GaussError::ShapeMismatch {
                 what: format!(
-                    "weight has {n_groups} groups but mean/m2 have {}/{} entries for {n_features} features",
+                    "weight has {n_groups} groups but mean/mean_lo/m2 have {}/{}/{} entries \
+                     for {n_features} features",
                     mean.len(),
+                    mean_lo.len(),
                     m2.len()
                 ),
             });
@@ -74,7 +94,13 @@ impl Moments {
                 what: format!("statistics weight must be finite and >= 0; got {w}"),
             });
         }
-        if mean.iter().chain(&m2).any(|v| !v.is_finite()) || m2.iter().any(|v| *v < 0.0) {
+        if mean
+            .iter()
+            .chain(&mean_lo)
+            .chain(&m2)
+            .any(|v| !v.is_finite())
+            || m2.iter().any(|v| *v < 0.0)
+        {
             return Err(GaussError::BadParameter {
                 what: "statistics mean/m2 must be finite and m2 >= 0".to_string(),
             });
@@ -84,15 +110,16 @@ impl Moments {
             n_features,
             weight,
             mean,
+            mean_lo,
             m2,
         })
     }
 
     /// MLE variance (`m2 / weight`, ddof = 0); NaN where a group has zero weight.
     pub fn variance(&self) -> Vec<f64> {
-        let d = self.n_features;
-        (0..self.n_groups * d)
-            .map(|k| self.m2[k] / self.weight[k / d.max(1)])
+        let d = self.n_features.max(1);
+        (0..self.n_groups * self.n_features)
+            .map(|k| self.m2[k] / self.weight[k / d])
             .collect()
     }
 
@@ -110,11 +137,15 @@ impl Moments {
         for g in 0..self.n_groups {
             let span = g * d..(g + 1) * d;
             merge_group(
-                &mut self.weight[g],
-                &mut self.mean[span.clone()],
-                &mut self.m2[span.clone()],
+                GroupMut {
+                    weight: &mut self.weight[g],
+                    mean: &mut self.mean[span.clone()],
+                    mean_lo: &mut self.mean_lo[span.clone()],
+                    m2: &mut self.m2[span.clone()],
+                },
                 other.weight[g],
                 &other.mean[span.clone()],
+                &other.mean_lo[span.clone()],
                 &other.m2[span],
             );
         }
@@ -128,11 +159,15 @@ impl Moments {
         for g in 0..self.n_groups {
             let span = g * d..(g + 1) * d;
             merge_group(
-                &mut total.weight[0],
-                &mut total.mean,
-                &mut total.m2,
+                GroupMut {
+                    weight: &mut total.weight[0],
+                    mean: &mut total.mean,
+                    mean_lo: &mut total.mean_lo,
+                    m2: &mut total.m2,
+                },
                 self.weight[g],
                 &self.mean[span.clone()],
+                &self.mean_lo[span.clone()],
                 &self.m2[span],
             );
         }
@@ -148,42 +183,48 @@ impl Moments {
     }
 }
 
-/// Merge one group's block statistics `(w_b, mean_b, m2_b)` into running `(w_a, mean_a, m2_a)`.
+/// One group's running statistics, borrowed for an update.
+pub struct GroupMut<'a> {
+    /// Total weight.
+    pub weight: &'a mut f64,
+    /// Mean (high part).
+    pub mean: &'a mut [f64],
+    /// Mean (low part).
+    pub mean_lo: &'a mut [f64],
+    /// Sum of squared deviations.
+    pub m2: &'a mut [f64],
+}
+
+/// Merge one group's statistics `(w_b, mean_b + lo_b, m2_b)` into the running group `a`.
 ///
 /// Weighted Chan et al. (1983) update in the form of Schubert & Gertz (SSDBM 2018):
-/// `δ = m_b − M`, `M += δ·w_b/W'`, `S += S_b + δ²·W·w_b/W'`. One division per group, none per
-/// feature; exact in real arithmetic for any split of the rows.
+/// `δ = m_b − M`, `M += δ·w_b/W'`, `S += S_b + δ²·W·w_b/W'`, with `δ` taken from the
+/// double-double means (so it keeps full relative precision even when both means are ~1e9σ)
+/// and `M` renormalised by TwoSum. One division per group, none per feature.
 #[inline]
-pub fn merge_group(
-    w_a: &mut f64,
-    mean_a: &mut [f64],
-    m2_a: &mut [f64],
-    w_b: f64,
-    mean_b: &[f64],
-    m2_b: &[f64],
-) {
+pub fn merge_group(a: GroupMut<'_>, w_b: f64, mean_b: &[f64], lo_b: &[f64], m2_b: &[f64]) {
     if w_b <= 0.0 {
         return;
     }
-    if *w_a <= 0.0 {
-        *w_a = w_b;
-        mean_a.copy_from_slice(mean_b);
-        m2_a.copy_from_slice(m2_b);
+    if *a.weight <= 0.0 {
+        *a.weight = w_b;
+        for j in 0..a.mean.len() {
+            (a.mean[j], a.mean_lo[j]) = two_sum(mean_b[j], lo_b[j]);
+        }
+        a.m2.copy_from_slice(m2_b);
         return;
     }
-    let total = *w_a + w_b;
+    let total = *a.weight + w_b;
     let frac_b = w_b / total;
-    let cross = *w_a * frac_b;
-    for ((ma, sa), (&mb, &sb)) in mean_a
-        .iter_mut()
-        .zip(m2_a.iter_mut())
-        .zip(mean_b.iter().zip(m2_b))
-    {
-        let delta = mb - *ma;
-        *ma += delta * frac_b;
-        *sa += sb + delta * delta * cross;
+    let cross = *a.weight * frac_b;
+    for j in 0..a.mean.len() {
+        let delta = (mean_b[j] - a.mean[j]) + (lo_b[j] - a.mean_lo[j]);
+        a.m2[j] += m2_b[j] + delta * delta * cross;
+        let (hi, lo) = two_sum(a.mean[j], a.mean_lo[j] + delta * frac_b);
+        a.mean[j] = hi;
+        a.mean_lo[j] = lo;
     }
-    *w_a = total;
+    *a.weight = total;
 }
 
 /// Per-class statistics plus the unweighted statistics of all rows (which `var_smoothing`
@@ -289,15 +330,24 @@ pub fn class_stats<E: Element, L: Label>(
 }
 
 /// Scratch space for one block, reused across the blocks of a chunk.
+///
+/// Every class has a shift `K_c` (its running mean's high part, or for a class new to the
+/// chunk the first of its rows): the passes accumulate `x − K_c`, which is exact by Sterbenz's
+/// lemma when `x` is near `K_c`, so a large common offset costs no precision.
 struct BlockScratch {
-    /// Per-class weighted sums, then (after `finish_means`) block means.
+    /// Per-class shift `K_c` (row-major C × d).
+    shift: Vec<f64>,
+    has_shift: Vec<bool>,
+    /// Per-class weighted sums of `x − K`, then (after `finish_means`) their block means `D`.
     sum: Vec<f64>,
     /// Per-class weighted squared deviations from the block mean.
     sq_dev: Vec<f64>,
     weight: Vec<f64>,
     seen: Vec<bool>,
     touched: Vec<usize>,
-    /// Unweighted global sums / deviations (only when the fit is weighted).
+    /// The same for the unweighted global statistics (only when the fit is weighted).
+    global_shift: Vec<f64>,
+    global_has_shift: bool,
     global_sum: Vec<f64>,
     global_sq_dev: Vec<f64>,
     codes: Vec<usize>,
@@ -309,17 +359,31 @@ struct BlockScratch {
 impl BlockScratch {
     fn new(n_classes: usize, d: usize, block: usize) -> Self {
         BlockScratch {
+            shift: vec![0.0; n_classes * d],
+            has_shift: vec![false; n_classes],
             sum: vec![0.0; n_classes * d],
             sq_dev: vec![0.0; n_classes * d],
             weight: vec![0.0; n_classes],
             seen: vec![false; n_classes],
             touched: Vec::with_capacity(n_classes.min(block)),
+            global_shift: vec![0.0; d],
+            global_has_shift: false,
             global_sum: vec![0.0; d],
             global_sq_dev: vec![0.0; d],
             codes: Vec::with_capacity(block),
             row_weights: Vec::with_capacity(block),
             packed: Vec::new(),
         }
+    }
+
+    /// Mark `class` as present in this block; true if it has no shift yet.
+    #[inline(always)]
+    fn touch(&mut self, class: usize) -> bool {
+        if !self.seen[class] {
+            self.seen[class] = true;
+            self.touched.push(class);
+        }
+        !self.has_shift[class]
     }
 }
 
@@ -416,18 +480,25 @@ fn block_stats<E: Element>(
     level: SimdLevel,
 ) {
     let (rows, d) = x.dim();
-    let row_stride = x.strides()[0];
-    let col_stride = x.strides()[1];
-    if d == 0 || rows == 0 {
-        block_counts_only(scratch, weighted);
+    if rows == 0 {
         return;
     }
+    if d == 0 {
+        for i in 0..rows {
+            let c = scratch.codes[i];
+            scratch.touch(c);
+            scratch.weight[c] += if weighted {
+                scratch.row_weights[i]
+            } else {
+                1.0
+            };
+        }
+        return;
+    }
+    let (row_stride, col_stride) = (x.strides()[0], x.strides()[1]);
     if col_stride == 1 || d == 1 {
         // Rows are contiguous (C order, sliced rows, negative row strides, stride-0 rows).
-        let row_at = |i: usize| -> &[E] {
-            // Row views of a contiguous row are slices; `as_slice` cannot fail here.
-            x.row(i).to_slice().unwrap_or(&[])
-        };
+        let row_at = |i: usize| -> &[E] { x.row(i).to_slice().unwrap_or(&[]) };
         dispatch_rows(&row_at, rows, d, weighted, scratch, level);
     } else if row_stride == 1 {
         // Fortran order: walk each column as one contiguous stream.
@@ -441,27 +512,6 @@ fn block_stats<E: Element>(
         let row_at = |i: usize| -> &[f64] { &packed[i * d..(i + 1) * d] };
         dispatch_rows(&row_at, rows, d, weighted, scratch, level);
         scratch.packed = packed;
-    }
-}
-
-fn block_counts_only(scratch: &mut BlockScratch, weighted: bool) {
-    for i in 0..scratch.codes.len() {
-        let c = scratch.codes[i];
-        let w = if weighted {
-            scratch.row_weights[i]
-        } else {
-            1.0
-        };
-        touch(scratch, c);
-        scratch.weight[c] += w;
-    }
-}
-
-#[inline(always)]
-fn touch(scratch: &mut BlockScratch, class: usize) {
-    if !scratch.seen[class] {
-        scratch.seen[class] = true;
-        scratch.touched.push(class);
     }
 }
 
@@ -541,7 +591,7 @@ fn dispatch_cols<'r, E: Element>(
     )
 }
 
-/// Turn the per-class sums of a block into block means: one reciprocal per class.
+/// Turn the per-class shifted sums of a block into block means: one reciprocal per class.
 #[inline(always)]
 fn finish_means(scratch: &mut BlockScratch, d: usize, rows: usize, weighted: bool) {
     for &c in &scratch.touched {
@@ -559,7 +609,7 @@ fn finish_means(scratch: &mut BlockScratch, d: usize, rows: usize, weighted: boo
     }
 }
 
-/// Row-major two-pass over a block (pass A: sums; pass B: squared deviations).
+/// Row-major two-pass over a block (pass A: shifted sums; pass B: squared deviations).
 #[inline(always)]
 fn rows_kernel<'r, E: Element, const FMA: bool>(
     row_at: &dyn Fn(usize) -> &'r [E],
@@ -568,24 +618,42 @@ fn rows_kernel<'r, E: Element, const FMA: bool>(
     weighted: bool,
     scratch: &mut BlockScratch,
 ) {
+    let span = |c: usize| c * d..(c + 1) * d;
     for i in 0..rows {
         let c = scratch.codes[i];
-        touch(scratch, c);
         let row = &row_at(i)[..d];
-        let sum = &mut scratch.sum[c * d..(c + 1) * d];
+        if scratch.touch(c) {
+            for (k, &v) in scratch.shift[span(c)].iter_mut().zip(row) {
+                *k = v.to_f64();
+            }
+            scratch.has_shift[c] = true;
+        }
+        let shift = &scratch.shift[span(c)];
+        let sum = &mut scratch.sum[span(c)];
         if weighted {
             let w = scratch.row_weights[i];
             scratch.weight[c] += w;
-            for (s, &v) in sum.iter_mut().zip(row) {
-                *s = madd::<FMA>(w, v.to_f64(), *s);
+            for ((s, &k), &v) in sum.iter_mut().zip(shift).zip(row) {
+                *s = madd::<FMA>(w, v.to_f64() - k, *s);
             }
-            for (g, &v) in scratch.global_sum.iter_mut().zip(row) {
-                *g += v.to_f64();
+            if !scratch.global_has_shift {
+                for (k, &v) in scratch.global_shift.iter_mut().zip(row) {
+                    *k = v.to_f64();
+                }
+                scratch.global_has_shift = true;
+            }
+            for ((g, &k), &v) in scratch
+                .global_sum
+                .iter_mut()
+                .zip(&scratch.global_shift)
+                .zip(row)
+            {
+                *g += v.to_f64() - k;
             }
         } else {
             scratch.weight[c] += 1.0;
-            for (s, &v) in sum.iter_mut().zip(row) {
-                *s += v.to_f64();
+            for ((s, &k), &v) in sum.iter_mut().zip(shift).zip(row) {
+                *s += v.to_f64() - k;
             }
         }
     }
@@ -593,26 +661,23 @@ fn rows_kernel<'r, E: Element, const FMA: bool>(
     for i in 0..rows {
         let c = scratch.codes[i];
         let row = &row_at(i)[..d];
-        let mean = &scratch.sum[c * d..(c + 1) * d];
-        let sq = &mut scratch.sq_dev[c * d..(c + 1) * d];
+        let shift = &scratch.shift[span(c)];
+        let mean = &scratch.sum[span(c)];
+        let sq = &mut scratch.sq_dev[span(c)];
         if weighted {
             let w = scratch.row_weights[i];
-            for ((q, &m), &v) in sq.iter_mut().zip(mean).zip(row) {
-                let t = v.to_f64() - m;
+            for (((q, &m), &k), &v) in sq.iter_mut().zip(mean).zip(shift).zip(row) {
+                let t = (v.to_f64() - k) - m;
                 *q = madd::<FMA>(w * t, t, *q);
             }
-            for ((q, &m), &v) in scratch
-                .global_sq_dev
-                .iter_mut()
-                .zip(&scratch.global_sum)
-                .zip(row)
-            {
-                let t = v.to_f64() - m;
+            let global = scratch.global_sq_dev.iter_mut().zip(&scratch.global_sum);
+            for ((q, &m), (&k, &v)) in global.zip(scratch.global_shift.iter().zip(row)) {
+                let t = (v.to_f64() - k) - m;
                 *q = madd::<FMA>(t, t, *q);
             }
         } else {
-            for ((q, &m), &v) in sq.iter_mut().zip(mean).zip(row) {
-                let t = v.to_f64() - m;
+            for (((q, &m), &k), &v) in sq.iter_mut().zip(mean).zip(shift).zip(row) {
+                let t = (v.to_f64() - k) - m;
                 *q = madd::<FMA>(t, t, *q);
             }
         }
@@ -630,26 +695,38 @@ fn cols_kernel<'r, E: Element, const FMA: bool>(
 ) {
     for i in 0..rows {
         let c = scratch.codes[i];
-        touch(scratch, c);
+        if scratch.touch(c) {
+            for j in 0..d {
+                scratch.shift[c * d + j] = col_at(j)[i].to_f64();
+            }
+            scratch.has_shift[c] = true;
+        }
         scratch.weight[c] += if weighted {
             scratch.row_weights[i]
         } else {
             1.0
         };
     }
+    if weighted && !scratch.global_has_shift {
+        for j in 0..d {
+            scratch.global_shift[j] = col_at(j)[0].to_f64();
+        }
+        scratch.global_has_shift = true;
+    }
     for j in 0..d {
         let col = &col_at(j)[..rows];
         if weighted {
-            let mut global = 0.0;
+            let (mut global, global_shift) = (0.0, scratch.global_shift[j]);
             for ((&c, &w), &v) in scratch.codes.iter().zip(&scratch.row_weights).zip(col) {
-                let s = &mut scratch.sum[c * d + j];
-                *s = madd::<FMA>(w, v.to_f64(), *s);
-                global += v.to_f64();
+                let at = c * d + j;
+                scratch.sum[at] = madd::<FMA>(w, v.to_f64() - scratch.shift[at], scratch.sum[at]);
+                global += v.to_f64() - global_shift;
             }
             scratch.global_sum[j] = global;
         } else {
             for (&c, &v) in scratch.codes.iter().zip(col) {
-                scratch.sum[c * d + j] += v.to_f64();
+                let at = c * d + j;
+                scratch.sum[at] += v.to_f64() - scratch.shift[at];
             }
         }
     }
@@ -657,39 +734,48 @@ fn cols_kernel<'r, E: Element, const FMA: bool>(
     for j in 0..d {
         let col = &col_at(j)[..rows];
         if weighted {
-            let global_mean = scratch.global_sum[j];
+            let (global_mean, global_shift) = (scratch.global_sum[j], scratch.global_shift[j]);
             let mut global = 0.0;
             for ((&c, &w), &v) in scratch.codes.iter().zip(&scratch.row_weights).zip(col) {
-                let t = v.to_f64() - scratch.sum[c * d + j];
-                let q = &mut scratch.sq_dev[c * d + j];
-                *q = madd::<FMA>(w * t, t, *q);
-                let g = v.to_f64() - global_mean;
+                let at = c * d + j;
+                let t = (v.to_f64() - scratch.shift[at]) - scratch.sum[at];
+                scratch.sq_dev[at] = madd::<FMA>(w * t, t, scratch.sq_dev[at]);
+                let g = (v.to_f64() - global_shift) - global_mean;
                 global = madd::<FMA>(g, g, global);
             }
             scratch.global_sq_dev[j] = global;
         } else {
             for (&c, &v) in scratch.codes.iter().zip(col) {
-                let t = v.to_f64() - scratch.sum[c * d + j];
-                let q = &mut scratch.sq_dev[c * d + j];
-                *q = madd::<FMA>(t, t, *q);
+                let at = c * d + j;
+                let t = (v.to_f64() - scratch.shift[at]) - scratch.sum[at];
+                scratch.sq_dev[at] = madd::<FMA>(t, t, scratch.sq_dev[at]);
             }
         }
     }
 }
 
-/// Merge a finished block into the chunk totals and reset the block's scratch.
+/// Merge a finished block into the chunk totals, move each shift to the new running mean, and
+/// reset the block's scratch. The block mean is `K + D` exactly, passed as a double-double.
 fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, weighted: bool) {
     let d = stats.classes.n_features;
     for &c in &scratch.touched {
         let span = c * d..(c + 1) * d;
+        let classes = &mut stats.classes;
         merge_group(
-            &mut stats.classes.weight[c],
-            &mut stats.classes.mean[span.clone()],
-            &mut stats.classes.m2[span.clone()],
+            GroupMut {
+                weight: &mut classes.weight[c],
+                mean: &mut classes.mean[span.clone()],
+                mean_lo: &mut classes.mean_lo[span.clone()],
+                m2: &mut classes.m2[span.clone()],
+            },
             scratch.weight[c],
+            &scratch.shift[span.clone()],
             &scratch.sum[span.clone()],
             &scratch.sq_dev[span.clone()],
         );
+        if classes.weight[c] > 0.0 {
+            scratch.shift[span.clone()].copy_from_slice(&classes.mean[span.clone()]);
+        }
         scratch.sum[span.clone()].fill(0.0);
         scratch.sq_dev[span].fill(0.0);
         scratch.weight[c] = 0.0;
@@ -697,14 +783,20 @@ fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, 
     }
     scratch.touched.clear();
     if weighted && rows > 0 {
+        let global = &mut stats.global;
         merge_group(
-            &mut stats.global.weight[0],
-            &mut stats.global.mean,
-            &mut stats.global.m2,
+            GroupMut {
+                weight: &mut global.weight[0],
+                mean: &mut global.mean,
+                mean_lo: &mut global.mean_lo,
+                m2: &mut global.m2,
+            },
             rows as f64,
+            &scratch.global_shift,
             &scratch.global_sum,
             &scratch.global_sq_dev,
         );
+        scratch.global_shift.copy_from_slice(&global.mean);
         scratch.global_sum.fill(0.0);
         scratch.global_sq_dev.fill(0.0);
     }

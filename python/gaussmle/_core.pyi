@@ -15,37 +15,30 @@ __version__: str
 FloatMatrix = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 IntCodes = npt.NDArray[np.int32] | npt.NDArray[np.int64]
 
+#: ``(weight, mean, mean_lo, m2)``: weight per group, and (n_groups, n_features) arrays. The mean
+#: is the double-double ``mean + mean_lo``; ``m2`` is the weighted sum of squared deviations.
+MomentsTuple = tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]
+
 def class_stats(
     x: FloatMatrix,
     labels: IntCodes,
     n_classes: int,
     sample_weight: npt.NDArray[np.float64] | None = None,
     n_threads: int | None = None,
-) -> tuple[
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    float,
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-]:
-    """One pass over ``x``: per-class (weight, mean, m2) and unweighted global (count, mean, m2).
+) -> tuple[MomentsTuple, MomentsTuple]:
+    """One pass over ``x``: per-class moments (weighted) and global moments (one group, unweighted).
 
-    ``weight`` has shape (n_classes,), ``mean``/``m2`` (n_classes, n_features) where m2 is the
-    (weighted) sum of squared deviations from the mean. The global statistics are unweighted
-    even when ``sample_weight`` is given (they feed ``var_smoothing``, as in scikit-learn).
-    Raises ``ValueError`` naming the position of a NaN/inf, an out-of-range label or a
-    negative/non-finite weight, and on float64 overflow of the statistics.
+    The global statistics are unweighted even when ``sample_weight`` is given (they feed
+    ``var_smoothing``, as in scikit-learn). Raises ``ValueError`` naming the position of a
+    NaN/inf, an out-of-range label or a negative/non-finite weight, and on float64 overflow.
     """
 
-def merge_stats(
-    weight_a: npt.NDArray[np.float64],
-    mean_a: npt.NDArray[np.float64],
-    m2_a: npt.NDArray[np.float64],
-    weight_b: npt.NDArray[np.float64],
-    mean_b: npt.NDArray[np.float64],
-    m2_b: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def merge_stats(a: MomentsTuple, b: MomentsTuple) -> MomentsTuple:
     """Exact weighted Chan/Schubert-Gertz merge of two sets of per-group statistics."""
 
 def encode_labels(

@@ -23,14 +23,18 @@ class ClassStats:
     weight : ndarray of shape (n_classes,)
         Total sample weight per class (the row count when unweighted).
     mean : ndarray of shape (n_classes, n_features)
-        Weighted mean per class and feature (the MLE of mu).
+        Weighted mean per class and feature (the MLE of mu), correctly rounded to float64.
     m2 : ndarray of shape (n_classes, n_features)
-        Weighted sum of squared deviations from ``mean``.
+        Weighted sum of squared deviations from the mean.
     global_count : float
         Number of rows seen (unweighted), all classes together.
     global_mean, global_m2 : ndarray of shape (n_features,)
         Unweighted mean and sum of squared deviations over all rows. scikit-learn's
         ``var_smoothing`` scales the largest unweighted feature variance, so it is kept exactly.
+    mean_lo, global_mean_lo : ndarray, optional
+        Rounding residuals of ``mean`` and ``global_mean``: the exact mean is ``mean + mean_lo``
+        (a double-double). They keep merges exact when every mean sits at a large offset such
+        as 1e9; zeros are a valid (slightly less precise) value.
 
     Notes
     -----
@@ -45,6 +49,8 @@ class ClassStats:
     global_count: float
     global_mean: F64
     global_m2: F64
+    mean_lo: F64 | None = None
+    global_mean_lo: F64 | None = None
 
     @property
     def n_classes(self) -> int:
@@ -69,6 +75,19 @@ class ClassStats:
         out: F64 = self.global_m2 / self.global_count
         return out
 
+    def _class_moments(self) -> _core.MomentsTuple:
+        lo = np.zeros_like(self.mean) if self.mean_lo is None else self.mean_lo
+        return (self.weight, self.mean, lo, self.m2)
+
+    def _global_moments(self) -> _core.MomentsTuple:
+        lo = np.zeros_like(self.global_mean) if self.global_mean_lo is None else self.global_mean_lo
+        return (
+            np.array([float(self.global_count)]),
+            self.global_mean[None, :],
+            lo[None, :],
+            self.global_m2[None, :],
+        )
+
     def merge(self, other: ClassStats) -> ClassStats:
         """Exact merge with the statistics of other rows (same classes and features)."""
         if not isinstance(other, ClassStats):
@@ -77,18 +96,13 @@ class ClassStats:
             raise ValueError(
                 f"cannot merge statistics of shape {other.mean.shape} into {self.mean.shape}"
             )
-        weight, mean, m2 = _core.merge_stats(
-            self.weight, self.mean, self.m2, other.weight, other.mean, other.m2
+        weight, mean, mean_lo, m2 = _core.merge_stats(
+            self._class_moments(), other._class_moments()
         )
-        g_w, g_mean, g_m2 = _core.merge_stats(
-            np.array([self.global_count]),
-            self.global_mean[None, :],
-            self.global_m2[None, :],
-            np.array([other.global_count]),
-            other.global_mean[None, :],
-            other.global_m2[None, :],
+        g_w, g_mean, g_lo, g_m2 = _core.merge_stats(
+            self._global_moments(), other._global_moments()
         )
-        return ClassStats(weight, mean, m2, float(g_w[0]), g_mean[0], g_m2[0])
+        return ClassStats(weight, mean, m2, float(g_w[0]), g_mean[0], g_m2[0], mean_lo, g_lo[0])
 
     def __add__(self, other: ClassStats) -> ClassStats:
         return self.merge(other)
@@ -97,9 +111,16 @@ class ClassStats:
     def empty(cls, n_classes: int, n_features: int) -> ClassStats:
         """Statistics of zero rows: the identity of ``merge``."""
         zeros_cd = np.zeros((n_classes, n_features))
+        zeros_d = np.zeros(n_features)
         return cls(
-            np.zeros(n_classes), zeros_cd, zeros_cd.copy(), 0.0,
-            np.zeros(n_features), np.zeros(n_features),
+            np.zeros(n_classes),
+            zeros_cd,
+            zeros_cd.copy(),
+            0.0,
+            zeros_d,
+            zeros_d.copy(),
+            zeros_cd.copy(),
+            zeros_d.copy(),
         )
 
 
@@ -154,7 +175,7 @@ def class_stats(
         n_classes = int(labels.max()) + 1 if labels.size else 0
     if n_classes < 0:
         raise ValueError(f"n_classes must be >= 0; got {n_classes}")
-    weight, mean, m2, g_count, g_mean, g_m2 = _core.class_stats(
+    (weight, mean, mean_lo, m2), (g_w, g_mean, g_lo, g_m2) = _core.class_stats(
         x, labels, int(n_classes), weights, n_threads
     )
-    return ClassStats(weight, mean, m2, g_count, g_mean, g_m2)
+    return ClassStats(weight, mean, m2, float(g_w[0]), g_mean[0], g_m2[0], mean_lo, g_lo[0])
