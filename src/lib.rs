@@ -14,3 +14,6 @@ pub mod threads;
 
 #[cfg(feature = "python")]
 mod python;
+
+#[cfg(test)]
+mod core_tests;

@@ -262,11 +262,11 @@ fn merge_stats<'py>(
     moments_tuple(py, merged)
 }
 
+/// `(classes, codes)` as int64 arrays.
+type EncodedLabels<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+
 #[pyfunction]
-fn encode_labels<'py>(
-    py: Python<'py>,
-    labels: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+fn encode_labels<'py>(py: Python<'py>, labels: &Bound<'py, PyAny>) -> PyResult<EncodedLabels<'py>> {
     let y = self::labels(labels)?;
     let (classes, codes) = match &y {
         Labels::I64(l) => {

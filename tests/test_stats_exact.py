@@ -236,7 +236,15 @@ def test_thread_count_does_not_change_a_single_bit() -> None:
             np.testing.assert_array_equal(
                 getattr(other, name), getattr(base, name), err_msg=f"{name} n_threads={n_threads}"
             )
-    assert_stats_close(base, longdouble_class_stats(x, y, 4, w), RTOL)
+
+
+def test_many_rows_with_moderate_offset_match_longdouble() -> None:
+    rng = np.random.default_rng(10)
+    x = 1e5 + rng.normal(size=(20_001, 5))
+    y = rng.integers(0, 4, size=20_001)
+    w = rng.uniform(0, 3, size=20_001)
+    stats = class_stats(x, y, sample_weight=w)
+    assert_stats_close(stats, longdouble_class_stats(x, y, 4, w), RTOL)
 
 
 # ---------------------------------------------------------------------------------- merge
@@ -251,28 +259,70 @@ def merged_parts(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, cuts: np.nd
     return total
 
 
+def random_cuts(rng: np.random.Generator, n: int) -> np.ndarray:
+    # Random cut points, including empty parts and parts that miss some classes.
+    return np.sort(np.concatenate([[0, n], rng.integers(0, n, size=rng.integers(1, 8))]))
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("seed", range(4))
 def test_merge_of_random_splits_equals_one_pass(seed: int, weighted: bool) -> None:
     rng = np.random.default_rng(100 + seed)
     n = 400
-    x = 1e7 + rng.normal(size=(n, 3)) * [1.0, 1e-3, 1e3]
+    x = rng.normal(size=(n, 3)) * [1.0, 1e-3, 1e3] + [5.0, -0.5, 2e3]
     y = rng.integers(0, 4, size=n)
     w = 10.0 ** rng.uniform(-4, 4, size=n) if weighted else None
-    order = rng.permutation(n)
-    x, y = x[order], y[order]
-    w = None if w is None else w[order]
-    # Random cut points, including empty parts and parts that miss some classes.
-    cuts = np.sort(np.concatenate([[0, n], rng.integers(0, n, size=rng.integers(1, 8))]))
-    merged = merged_parts(x, y, w, cuts)
+    merged = merged_parts(x, y, w, random_cuts(rng, n))
     whole = class_stats(x, y, 4, sample_weight=w)
     assert_within(merged.weight, whole.weight, MERGE_RTOL * whole.weight, "weight")
     assert_within(merged.mean, whole.mean, MERGE_RTOL * np.abs(whole.mean), "mean")
     assert_within(merged.m2, whole.m2, MERGE_RTOL * whole.m2, "m2")
     assert merged.global_count == whole.global_count
-    assert_within(merged.global_mean, whole.global_mean, MERGE_RTOL * 1e7, "global_mean")
+    g_scale = np.abs(x).mean(axis=0)
+    assert_within(merged.global_mean, whole.global_mean, MERGE_RTOL * g_scale, "global_mean")
     assert_within(merged.global_m2, whole.global_m2, MERGE_RTOL * whole.global_m2, "global_m2")
     assert_stats_close(merged, fraction_class_stats(x, y, 4, w), RTOL, "merged")
+
+
+def exact_stats_as_classstats(x: np.ndarray, y: np.ndarray, n_classes: int) -> ClassStats:
+    ref = fraction_class_stats(x, y, n_classes)
+    mean = np.where(ref.weight[:, None] > 0, ref.mean, 0.0)
+    g_mean = ref.global_mean if ref.global_count else np.zeros(x.shape[1])
+    return ClassStats(ref.weight, mean, ref.m2, ref.global_count, g_mean, ref.global_m2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_merge_with_huge_offset_is_exact_up_to_the_rounding_of_the_stored_means(
+    seed: int,
+) -> None:
+    """Merging is limited by ClassStats storing each part's mean as a float64: with an offset
+    of 1e7 and noise 1e-3 the rounding of a part mean (~eps * 1e7) is not small against the
+    difference of the part means, and enters m2 through the between-part term
+    ``delta**2 * wa * wb / W``. So: feed the merge the correctly rounded exact statistics of
+    each part, and require the result within 1e-12 of the exact whole plus exactly that
+    first-order propagated rounding, ``2 |delta| * (2 ulp of the means) * wa * wb / W``
+    accumulated over the merge steps."""
+    rng = np.random.default_rng(200 + seed)
+    n = 300
+    x = 1e7 + rng.normal(size=(n, 2)) * [1e-3, 1.0]
+    y = rng.integers(0, 3, size=n)
+    cuts = random_cuts(rng, n)
+    total = ClassStats.empty(3, 2)
+    propagated = np.zeros((3, 2))
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        part = exact_stats_as_classstats(x[lo:hi], y[lo:hi], 3)
+        wa, wb = total.weight[:, None], part.weight[:, None]
+        both = (wa > 0) & (wb > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = np.abs(part.mean - total.mean)
+            ulp = np.spacing(np.maximum(np.abs(total.mean), np.abs(part.mean)))
+            step = np.where(both, 2 * delta * 2 * ulp * wa * wb / (wa + wb), 0.0)
+        propagated += step
+        total = total + part
+    ref = fraction_class_stats(x, y, 3)
+    assert_within(total.m2, ref.m2, RTOL * ref.m2 + propagated, "merged m2")
+    assert_within(total.mean, ref.mean, RTOL * ref.mean_scale, "merged mean")
+    np.testing.assert_array_equal(total.weight, ref.weight)
 
 
 def test_merge_is_symmetric_and_method_equals_operator() -> None:

@@ -55,6 +55,10 @@ __all__ = ["GaussianNB"]
 F64 = npt.NDArray[np.float64]
 AnyArray = npt.NDArray[Any]
 
+# Below this many (rows x classes x features) the Rust scorer uses one chunk on the caller's
+# thread whatever n_threads says (score.rs PARALLEL_MIN_WORK).
+_SERIAL_WORK = 1 << 18
+
 # Integer label dtypes that the Rust label encoder reads exactly as int64 (uint64 may not fit).
 _RUST_ENCODABLE_KINDS = "biu"
 
@@ -230,12 +234,8 @@ def _sorted_unique_with_codes(y: AnyArray) -> tuple[AnyArray, npt.NDArray[np.int
             native = native.astype(np.int64)
         uniques, codes = _core.encode_labels(native)
         return uniques.astype(y.dtype), codes
-    try:
-        uniques, codes = np.unique(y, return_inverse=True)
-    except TypeError as exc:
-        raise ValueError(
-            f"Labels in y cannot be sorted (mixed types?): {exc}. Use labels of one type."
-        ) from exc
+    # Mixed label types (say str and int) raise numpy's TypeError, as in scikit-learn.
+    uniques, codes = np.unique(y, return_inverse=True)
     return uniques, np.asarray(codes, dtype=np.int64).reshape(-1)
 
 
@@ -436,7 +436,13 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if not get_config().get("skip_parameter_validation", False):
             self._validate_params()
 
-    def _n_threads(self) -> int | None:
+    def _n_threads(self, work: int | None = None) -> int | None:
+        """Threads for a Rust call doing about ``work`` multiply-adds (None: unknown)."""
+        if work is not None and work < _SERIAL_WORK:
+            # The kernels would run serially anyway; saying so skips the per-call thread
+            # resolution, which costs more than scoring a few rows. Results do not depend on
+            # the thread count.
+            return 1
         n_jobs = self.n_jobs
         if n_jobs is None or n_jobs > 0:
             return n_jobs
@@ -754,7 +760,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         state = self._state_for_predict()
         matrix = self._predict_matrix(X, state)
         scorer = state.require_scorer()
-        n_threads = self._n_threads()
+        n_threads = self._n_threads(matrix.size * scorer.n_classes)
         # sklearn's output dtype is the promotion of X's and the model's dtype.
         out: FloatArray | None = None
         if matrix.dtype != state.dtype and state.dtype == np.float64:
@@ -780,7 +786,8 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """
         state = self._state_for_predict()
         matrix = self._predict_matrix(X, state)
-        indices = state.require_scorer().predict(matrix, None, self._n_threads())
+        scorer = state.require_scorer()
+        indices = scorer.predict(matrix, None, self._n_threads(matrix.size * scorer.n_classes))
         labels: AnyArray = state.classes[indices]
         return labels
 

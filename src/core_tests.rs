@@ -1,0 +1,398 @@
+//! Unit tests of the pure-Rust core against exact references (no Python needed):
+//! `cargo test --no-default-features`.
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, s};
+
+use crate::error::GaussError;
+use crate::labels::encode_labels;
+use crate::score::{MatrixKind, Scorer};
+use crate::simd::{SimdLevel, available_levels};
+use crate::stats::{ClassStats, FitInput, Moments, class_stats};
+
+/// A small deterministic generator (SplitMix64), so the tests need no extra crate.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+}
+
+/// Exact mean and MLE variance of integer-valued data via i128 arithmetic:
+/// var = (n Σx² − (Σx)²) / n², exact in integers, then one rounding.
+fn exact_integer_moments(values: &[i64]) -> (f64, f64) {
+    let n = values.len() as i128;
+    let sum: i128 = values.iter().map(|&v| i128::from(v)).sum();
+    let sum_sq: i128 = values.iter().map(|&v| i128::from(v) * i128::from(v)).sum();
+    let mean = sum as f64 / n as f64;
+    let var = (n * sum_sq - sum * sum) as f64 / (n * n) as f64;
+    (mean, var)
+}
+
+fn fit(
+    x: ArrayView2<'_, f64>,
+    y: &[i64],
+    w: Option<&[f64]>,
+    c: usize,
+    threads: usize,
+    level: SimdLevel,
+) -> ClassStats {
+    let input = FitInput {
+        x,
+        labels: ArrayView1::from(y),
+        weights: w.map(ArrayView1::from),
+        n_classes: c,
+    };
+    class_stats(input, threads, level).expect("valid input")
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    if a == b {
+        0.0
+    } else {
+        (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
+    }
+}
+
+#[test]
+fn offset_data_is_exact_for_every_level_and_layout() {
+    // Integers around 1e12 (exactly representable), so an i128 reference is exact.
+    let (n, d, c) = (5000, 3, 4);
+    let mut rng = SplitMix(7);
+    let offset = 1_000_000_000_000i64;
+    let ints: Vec<i64> = (0..n * d)
+        .map(|_| offset + (rng.next_u64() % 2001) as i64 - 1000)
+        .collect();
+    let y: Vec<i64> = (0..n).map(|i| (i * 7 % c) as i64).collect();
+    let x = Array2::from_shape_vec((n, d), ints.iter().map(|&v| v as f64).collect()).unwrap();
+    let x_f = x.t().as_standard_layout().into_owned().reversed_axes();
+    assert_eq!(
+        x_f.strides(),
+        &[1, n as isize],
+        "Fortran order: columns contiguous"
+    );
+    let x_rev = x.slice(s![.., ..;-1]);
+    for level in available_levels() {
+        for (layout, view, flipped) in [
+            ("C", x.view(), false),
+            ("F", x_f.view(), false),
+            ("reversed", x_rev, true),
+        ] {
+            let stats = fit(view, &y, None, c, 1, level);
+            for class in 0..c {
+                for j in 0..d {
+                    let src_col = if flipped { d - 1 - j } else { j };
+                    let vals: Vec<i64> = (0..n)
+                        .filter(|&i| y[i] == class as i64)
+                        .map(|i| ints[i * d + src_col])
+                        .collect();
+                    let (mean, var) = exact_integer_moments(&vals);
+                    let k = class * d + j;
+                    assert!(
+                        rel(stats.classes.mean[k], mean) < 1e-15,
+                        "{layout} {level:?} mean"
+                    );
+                    let v = stats.classes.m2[k] / stats.classes.weight[class];
+                    assert!(rel(v, var) < 1e-13, "{layout} {level:?} var {v} vs {var}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn results_are_bit_identical_for_any_thread_count() {
+    let (n, d) = (300_000, 5);
+    let mut rng = SplitMix(11);
+    let x = Array2::from_shape_fn((n, d), |_| 1e6 + rng.unit());
+    let y: Vec<i64> = (0..n).map(|i| (i % 3) as i64).collect();
+    let w: Vec<f64> = (0..n).map(|i| 1.0 + (i % 5) as f64).collect();
+    let one = fit(x.view(), &y, Some(&w), 3, 1, SimdLevel::Scalar);
+    for threads in [2, 3, 8] {
+        assert_eq!(
+            one,
+            fit(x.view(), &y, Some(&w), 3, threads, SimdLevel::Scalar)
+        );
+    }
+}
+
+#[test]
+fn weighted_statistics_match_expanded_rows() {
+    // Integer weights equal repeating rows: the weighted fit must equal the unweighted fit of
+    // the expanded data (up to rounding).
+    let mut rng = SplitMix(3);
+    let (n, d) = (400, 4);
+    let x = Array2::from_shape_fn((n, d), |_| 50.0 + rng.unit());
+    let y: Vec<i64> = (0..n).map(|i| (i % 2) as i64).collect();
+    let w: Vec<f64> = (0..n).map(|i| (i % 4) as f64).collect();
+    let weighted = fit(x.view(), &y, Some(&w), 2, 1, SimdLevel::Scalar);
+    let mut rows = Vec::new();
+    let mut labels = Vec::new();
+    for (i, &label) in y.iter().enumerate() {
+        for _ in 0..(i % 4) {
+            rows.extend(x.row(i).iter().copied());
+            labels.push(label);
+        }
+    }
+    let expanded = Array2::from_shape_vec((labels.len(), d), rows).unwrap();
+    let plain = fit(expanded.view(), &labels, None, 2, 1, SimdLevel::Scalar);
+    for k in 0..2 * d {
+        assert!(rel(weighted.classes.mean[k], plain.classes.mean[k]) < 1e-14);
+        assert!(rel(weighted.classes.m2[k], plain.classes.m2[k]) < 1e-12);
+    }
+    // The global statistics stay unweighted (they feed var_smoothing, as in scikit-learn).
+    let unweighted = fit(x.view(), &y, None, 2, 1, SimdLevel::Scalar);
+    for j in 0..d {
+        assert!(rel(weighted.global.m2[j], unweighted.global.m2[j]) < 1e-13);
+    }
+}
+
+#[test]
+fn merge_of_a_split_equals_the_whole() {
+    let mut rng = SplitMix(5);
+    let (n, d, c) = (10_000, 3, 5);
+    let x = Array2::from_shape_fn((n, d), |_| 1e9 + rng.unit());
+    let y: Vec<i64> = (0..n).map(|i| ((i * 13) % c) as i64).collect();
+    let whole = fit(x.view(), &y, None, c, 1, SimdLevel::Scalar);
+    for cut in [1, 777, 5000, 9999] {
+        let a = fit(
+            x.slice(s![..cut, ..]),
+            &y[..cut],
+            None,
+            c,
+            1,
+            SimdLevel::Scalar,
+        );
+        let b = fit(
+            x.slice(s![cut.., ..]),
+            &y[cut..],
+            None,
+            c,
+            1,
+            SimdLevel::Scalar,
+        );
+        let mut merged: Moments = a.classes.clone();
+        merged.merge(&b.classes).unwrap();
+        for k in 0..c * d {
+            assert!(rel(merged.mean[k], whole.classes.mean[k]) < 1e-15);
+            assert!(rel(merged.m2[k], whole.classes.m2[k]) < 1e-12, "cut {cut}");
+        }
+    }
+    let mut identity = Moments::zeros(c, d);
+    identity.merge(&whole.classes).unwrap();
+    assert_eq!(identity, whole.classes);
+}
+
+#[test]
+fn bad_input_is_an_error_with_a_position() {
+    let mut x = Array2::<f64>::zeros((10, 3));
+    x[[7, 2]] = f64::NAN;
+    let y = [0i64; 10];
+    let input = FitInput {
+        x: x.view(),
+        labels: ArrayView1::from(&y[..]),
+        weights: None,
+        n_classes: 1,
+    };
+    match class_stats(input, 1, SimdLevel::Scalar) {
+        Err(GaussError::NonFinite { row: 7, col: 2, .. }) => {}
+        other => panic!("expected NonFinite at (7, 2), got {other:?}"),
+    }
+    let good = Array2::<f64>::zeros((3, 2));
+    let bad_labels = [0i64, 2, 0];
+    let input = FitInput {
+        x: good.view(),
+        labels: ArrayView1::from(&bad_labels[..]),
+        weights: None,
+        n_classes: 2,
+    };
+    assert!(matches!(
+        class_stats(input, 1, SimdLevel::Scalar),
+        Err(GaussError::LabelOutOfRange {
+            row: 1,
+            label: 2,
+            ..
+        })
+    ));
+    let labels = [0i64, 1, 0];
+    let weights = [1.0, -1.0, 1.0];
+    let input = FitInput {
+        x: good.view(),
+        labels: ArrayView1::from(&labels[..]),
+        weights: Some(ArrayView1::from(&weights[..])),
+        n_classes: 2,
+    };
+    assert!(matches!(
+        class_stats(input, 1, SimdLevel::Scalar),
+        Err(GaussError::BadWeight { row: 1, .. })
+    ));
+    let big = Array2::from_elem((4, 1), 1e308);
+    let mixed = [0i64, 0, 0, 0];
+    let mut big_mixed = big.clone();
+    big_mixed[[1, 0]] = -1e308;
+    let input = FitInput {
+        x: big_mixed.view(),
+        labels: ArrayView1::from(&mixed[..]),
+        weights: None,
+        n_classes: 1,
+    };
+    assert!(matches!(
+        class_stats(input, 1, SimdLevel::Scalar),
+        Err(GaussError::Overflow { .. })
+    ));
+}
+
+fn reference_jll(x: &[f64], mean: &Array2<f64>, var: &Array2<f64>, log_prior: &[f64]) -> Vec<f64> {
+    (0..mean.nrows())
+        .map(|c| {
+            let mut acc = log_prior[c];
+            for (j, &v) in x.iter().enumerate() {
+                let t = v - mean[[c, j]];
+                acc -= 0.5 * (2.0 * std::f64::consts::PI * var[[c, j]]).ln()
+                    + t * t / (2.0 * var[[c, j]]);
+            }
+            acc
+        })
+        .collect()
+}
+
+#[test]
+fn scoring_matches_the_direct_formula_on_every_level() {
+    let mut rng = SplitMix(9);
+    for (n, d, c) in [(1, 1, 1), (17, 2, 2), (33, 5, 7), (100, 40, 13)] {
+        let x = Array2::from_shape_fn((n, d), |_| 1e4 * rng.unit());
+        let mean = Array2::from_shape_fn((c, d), |_| 1e4 * rng.unit());
+        let var = Array2::from_shape_fn((c, d), |_| 1.0 + rng.unit().abs() * 100.0);
+        let log_prior: Vec<f64> = (0..c).map(|k| -((k + 1) as f64).ln()).collect();
+        let scorer =
+            Scorer::new(mean.view(), var.view(), ArrayView1::from(&log_prior[..])).unwrap();
+        for level in available_levels() {
+            let mut out = Array2::<f64>::zeros((n, c));
+            scorer
+                .score_into(
+                    x.view(),
+                    out.view_mut(),
+                    MatrixKind::JointLogLikelihood,
+                    1,
+                    level,
+                )
+                .unwrap();
+            let mut best = Array1::<i64>::zeros(n);
+            scorer
+                .predict_into(x.view(), best.view_mut(), 2, level)
+                .unwrap();
+            let mut proba = Array2::<f64>::zeros((n, c));
+            scorer
+                .score_into(x.view(), proba.view_mut(), MatrixKind::Proba, 2, level)
+                .unwrap();
+            for i in 0..n {
+                let reference =
+                    reference_jll(x.row(i).as_slice().unwrap(), &mean, &var, &log_prior);
+                let scale: f64 = reference.iter().map(|v| v.abs()).fold(0.0, f64::max);
+                for k in 0..c {
+                    assert!(
+                        (out[[i, k]] - reference[k]).abs() <= 1e-13 * scale,
+                        "{level:?} ({n},{d},{c})"
+                    );
+                }
+                let argmax = (0..c).fold(0, |b, k| if out[[i, k]] > out[[i, b]] { k } else { b });
+                assert_eq!(best[i], argmax as i64);
+                let total: f64 = proba.row(i).sum();
+                assert!((total - 1.0).abs() < 1e-12);
+            }
+        }
+    }
+}
+
+#[test]
+fn proba_stays_finite_when_every_likelihood_is_tiny() {
+    // jll ≈ −1e300 for every class: the max shift keeps exp() in range.
+    let mean = Array2::from_shape_vec((2, 1), vec![0.0, 1.0]).unwrap();
+    let var = Array2::from_elem((2, 1), 1e-290);
+    let log_prior = [0.5f64.ln(), 0.5f64.ln()];
+    let scorer = Scorer::new(mean.view(), var.view(), ArrayView1::from(&log_prior[..])).unwrap();
+    let x = Array2::from_elem((3, 1), 1e5);
+    let mut jll = Array2::<f64>::zeros((3, 2));
+    scorer
+        .score_into(
+            x.view(),
+            jll.view_mut(),
+            MatrixKind::JointLogLikelihood,
+            1,
+            SimdLevel::Scalar,
+        )
+        .unwrap();
+    assert!(jll.iter().all(|v| *v < -1e299 && v.is_finite()));
+    let mut proba = Array2::<f64>::zeros((3, 2));
+    scorer
+        .score_into(
+            x.view(),
+            proba.view_mut(),
+            MatrixKind::Proba,
+            1,
+            SimdLevel::Scalar,
+        )
+        .unwrap();
+    for row in proba.rows() {
+        assert!(row.iter().all(|p| p.is_finite()));
+        assert!((row.sum() - 1.0).abs() < 1e-15);
+        assert_eq!(row[1], 1.0, "the nearer class takes all the mass");
+    }
+}
+
+#[test]
+fn scorer_rejects_bad_parameters_and_impossible_classes_get_zero() {
+    let mean = Array2::<f64>::zeros((2, 2));
+    let zero_var = Array2::<f64>::zeros((2, 2));
+    let prior = [0.0, 0.0];
+    assert!(matches!(
+        Scorer::new(mean.view(), zero_var.view(), ArrayView1::from(&prior[..])),
+        Err(GaussError::BadVariance {
+            class: 0,
+            feature: 0,
+            ..
+        })
+    ));
+    let var = Array2::<f64>::ones((2, 2));
+    let never = [0.0, f64::NEG_INFINITY];
+    let scorer = Scorer::new(mean.view(), var.view(), ArrayView1::from(&never[..])).unwrap();
+    let x = Array2::<f64>::zeros((5, 2));
+    let mut proba = Array2::<f64>::zeros((5, 2));
+    scorer
+        .score_into(
+            x.view(),
+            proba.view_mut(),
+            MatrixKind::Proba,
+            1,
+            SimdLevel::Scalar,
+        )
+        .unwrap();
+    assert!(proba.column(1).iter().all(|p| *p == 0.0));
+    let mut nan_x = x.clone();
+    nan_x[[3, 1]] = f64::INFINITY;
+    let mut out = Array1::<i64>::zeros(5);
+    assert!(matches!(
+        scorer.predict_into(nan_x.view(), out.view_mut(), 1, SimdLevel::Scalar),
+        Err(GaussError::NonFinite { row: 3, col: 1, .. })
+    ));
+}
+
+#[test]
+fn labels_encode_like_numpy_unique() {
+    let y = [5i64, -3, 5, 1 << 40, -3, 0];
+    let (classes, codes) = encode_labels(ArrayView1::from(&y[..]));
+    assert_eq!(classes, vec![-3, 0, 5, 1 << 40]);
+    assert_eq!(codes, vec![2, 0, 2, 3, 0, 1]);
+    let dense = [3i32, 1, 2, 1];
+    let (classes, codes) = encode_labels(ArrayView1::from(&dense[..]));
+    assert_eq!(classes, vec![1, 2, 3]);
+    assert_eq!(codes, vec![2, 0, 1, 0]);
+}

@@ -1,0 +1,479 @@
+"""Scoring (jll, predict, log_proba, proba) against long double references, plus the
+out= buffer and error contracts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from reference import LD, assert_scores_close, reference_jll
+from scipy.stats import norm
+
+import gaussmle
+from gaussmle import (
+    GaussianScorer,
+    joint_log_likelihood,
+    make_scorer,
+    predict,
+    predict_log_proba,
+    predict_proba,
+)
+
+FLOAT_SCORERS: dict[str, Callable[..., np.ndarray]] = {
+    "jll": joint_log_likelihood,
+    "log_proba": predict_log_proba,
+    "proba": predict_proba,
+}
+ALL_SCORERS: dict[str, Callable[..., np.ndarray]] = {**FLOAT_SCORERS, "predict": predict}
+
+
+def random_model(
+    rng: np.random.Generator, n_classes: int, n_features: int, spread: float = 3.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean = rng.normal(size=(n_classes, n_features)) * spread
+    var = rng.uniform(0.2, 4.0, size=(n_classes, n_features))
+    log_prior = np.log(rng.dirichlet(np.ones(n_classes)))
+    return mean, var, log_prior
+
+
+def check_all_scores(x: np.ndarray, mean: Any, var: Any, log_prior: Any, **kw: Any) -> None:
+    """Every float scorer matches the reference; predict is an argmax of the reference."""
+    ref = reference_jll(x, mean, var, log_prior)
+    for kind, fn in FLOAT_SCORERS.items():
+        assert_scores_close(fn(x, mean, var, log_prior, **kw), ref, kind)
+    check_predict(predict(x, mean, var, log_prior), ref)
+
+
+def check_predict(labels: np.ndarray, ref: Any) -> None:
+    """The predicted class must be a maximiser of the exact jll, up to float64 rounding
+    (so a near-tie decided by the last bit in either direction is accepted)."""
+    assert labels.dtype == np.int64
+    rows = np.arange(labels.shape[0])
+    best = ref.jll.max(axis=1)
+    chosen = ref.jll[rows, labels]
+    slack = 1e-12 * ref.row_scale()[:, 0]
+    bad = np.flatnonzero(chosen < best - slack)
+    assert bad.size == 0, (
+        f"predict chose a non-maximal class at rows {bad[:5]}: "
+        f"got {labels[bad[:5]]}, expected {np.argmax(ref.jll[bad[:5]], axis=1)}"
+    )
+
+
+# ------------------------------------------------------------------------------ exactness
+
+
+def test_moderate_data_matches_reference_and_scipy() -> None:
+    rng = np.random.default_rng(0)
+    mean, var, log_prior = random_model(rng, 4, 6)
+    x = rng.normal(size=(500, 6)) * 3
+    check_all_scores(x, mean, var, log_prior)
+    # Independent cross-check with scipy, which is accurate to a few ulps in this range
+    # (|x - mean| / sigma < ~20; it is not far out in the tails, so only here).
+    scipy_jll = log_prior + np.stack(
+        [norm.logpdf(x, mean[c], np.sqrt(var[c])).sum(axis=1) for c in range(4)], axis=1
+    )
+    got = joint_log_likelihood(x, mean, var, log_prior)
+    np.testing.assert_allclose(got, scipy_jll, rtol=1e-12, atol=1e-11)
+
+
+def test_queries_1e4_sigma_from_every_mean_with_large_means() -> None:
+    """x - mean = 1e4 sigma with mean ~1e6 and sigma ~1e-2: the expanded form
+    x**2/2v - x*mean/v + mean**2/2v cancels terms of ~5e15 down to ~5e7 (1e-8 error); the
+    documented subtract-first form must stay at ~1e-16 of the term magnitude."""
+    rng = np.random.default_rng(1)
+    n_classes, d = 3, 4
+    mean = 1e6 + rng.normal(size=(n_classes, d))
+    sigma = 1e-2 * rng.uniform(0.5, 2.0, size=(n_classes, d))
+    var = sigma**2
+    log_prior = np.log(np.full(n_classes, 1 / 3))
+    # Every query is >= 1e4 sigma from every class mean in every feature.
+    offsets = 1e4 * sigma.max() * rng.choice([-1.0, 1.0], size=(50, d)) * rng.uniform(
+        1.0, 3.0, size=(50, d)
+    )
+    x = mean[rng.integers(0, n_classes, size=50)] + offsets
+    assert np.all(np.abs(x[:, None, :] - mean[None]) >= 1e4 * sigma.max() - 2)
+    check_all_scores(x, mean, var, log_prior)
+
+
+def test_features_spanning_1e_minus100_to_1e100() -> None:
+    rng = np.random.default_rng(2)
+    scales = 10.0 ** np.array([-100, -40, 0, 40, 100])
+    mean = rng.normal(size=(3, 5)) * scales
+    var = rng.uniform(0.5, 2.0, size=(3, 5)) * scales**2
+    x = rng.normal(size=(200, 5)) * scales * 2
+    check_all_scores(x, mean, var, np.log([0.2, 0.3, 0.5]))
+
+
+def test_float32_input_gives_float32_output_within_a_few_ulps() -> None:
+    rng = np.random.default_rng(3)
+    mean, var, log_prior = random_model(rng, 3, 5)
+    x = (rng.normal(size=(300, 5)) * 4).astype(np.float32)
+    ref = reference_jll(x, mean, var, log_prior)  # of the float32 values, converted exactly
+    for kind, fn in FLOAT_SCORERS.items():
+        got = fn(x, mean, var, log_prior)
+        assert got.dtype == np.float32, kind
+        assert_scores_close(got, ref, kind)
+    check_predict(predict(x, mean, var, log_prior), ref)
+
+
+def test_float32_offset_data_scored_in_float64() -> None:
+    # float32 input with offset 1e4 / noise 1e-2, float64 out=: accumulated in float64, so
+    # float64-level accuracy (a float32 accumulation would be off by ~1e-3 relative).
+    rng = np.random.default_rng(4)
+    x = (1e4 + 1e-2 * rng.normal(size=(400, 3))).astype(np.float32)
+    mean = 1e4 + 1e-2 * rng.normal(size=(2, 3))
+    var = (1e-2 * rng.uniform(0.5, 2, size=(2, 3))) ** 2
+    log_prior = np.log([0.4, 0.6])
+    ref = reference_jll(x, mean, var, log_prior)
+    for kind, fn in FLOAT_SCORERS.items():
+        out = np.empty((400, 2), dtype=np.float64)
+        got = fn(x, mean, var, log_prior, out=out)
+        assert got is out
+        assert_scores_close(got, ref, kind)
+
+
+def test_float64_input_into_float32_out() -> None:
+    rng = np.random.default_rng(5)
+    mean, var, log_prior = random_model(rng, 3, 4)
+    x = rng.normal(size=(100, 4)) * 3
+    ref = reference_jll(x, mean, var, log_prior)
+    for kind, fn in FLOAT_SCORERS.items():
+        out = np.empty((100, 3), dtype=np.float32)
+        assert fn(x, mean, var, log_prior, out=out) is out
+        assert_scores_close(out, ref, kind)
+
+
+def test_integer_input_scores_as_float64() -> None:
+    mean = np.array([[0.0, 1.0], [3.0, -2.0]])
+    var = np.array([[1.0, 2.0], [0.5, 1.0]])
+    log_prior = np.log([0.5, 0.5])
+    x = np.array([[0, 1], [3, -2], [7, 7]], dtype=np.int32)
+    got = joint_log_likelihood(x, mean, var, log_prior)
+    assert got.dtype == np.float64
+    assert_scores_close(got, reference_jll(x, mean, var, log_prior), "jll")
+
+
+def test_thread_count_does_not_change_scores() -> None:
+    rng = np.random.default_rng(6)
+    mean, var, log_prior = random_model(rng, 5, 7)
+    x = rng.normal(size=(10_001, 7)) * 3
+    for kind, fn in ALL_SCORERS.items():
+        base = fn(x, mean, var, log_prior, n_threads=1)
+        for n_threads in (2, 3, None):
+            np.testing.assert_array_equal(
+                fn(x, mean, var, log_prior, n_threads=n_threads), base, err_msg=kind
+            )
+
+
+def test_scorer_object_matches_functions() -> None:
+    rng = np.random.default_rng(7)
+    mean, var, log_prior = random_model(rng, 3, 2)
+    x = rng.normal(size=(20, 2))
+    scorer = make_scorer(mean, var, log_prior)
+    assert isinstance(scorer, GaussianScorer)
+    assert scorer.n_classes == 3 and scorer.n_features == 2
+    np.testing.assert_array_equal(
+        scorer.joint_log_likelihood(x), joint_log_likelihood(x, mean, var, log_prior)
+    )
+    np.testing.assert_array_equal(scorer.proba(x), predict_proba(x, mean, var, log_prior))
+    np.testing.assert_array_equal(scorer.log_proba(x), predict_log_proba(x, mean, var, log_prior))
+    np.testing.assert_array_equal(scorer.predict(x), predict(x, mean, var, log_prior))
+
+
+# ---------------------------------------------------------------------- posterior contracts
+
+
+def test_rows_normalise() -> None:
+    rng = np.random.default_rng(8)
+    mean, var, log_prior = random_model(rng, 6, 3, spread=10)
+    x = rng.normal(size=(1000, 3)) * 15
+    log_proba = predict_log_proba(x, mean, var, log_prior)
+    proba = predict_proba(x, mean, var, log_prior)
+    lse = np.log(np.exp(log_proba.astype(LD)).sum(axis=1))
+    assert np.max(np.abs(lse)) <= 1e-12
+    assert np.max(np.abs(proba.sum(axis=1) - 1)) <= 1e-12
+    assert np.all((proba >= 0) & (proba <= 1))
+    assert np.all(log_proba <= 0)
+
+
+def test_posteriors_when_every_jll_is_around_minus_1e300() -> None:
+    """Tiny variances make every jll -3e298 .. -6e300: exp(jll) underflows to 0 for every
+    class, so only a max-shifted log-sum-exp gives finite, normalised posteriors. At this
+    magnitude float64 cannot resolve O(1) differences, so the rows are built to have either
+    a bit-exact tie (symmetric classes 0 and 1) or gaps of ~1e300 (probability exactly 0/1)."""
+    mean = np.array([[-1.0], [1.0], [3.0]])
+    var = np.array([[1e-300], [1e-300], [4e-300]])
+    log_prior = np.log([0.25, 0.25, 0.5])
+    x = np.array([[0.0], [2.5]])
+    ref = reference_jll(x, mean, var, log_prior)
+    assert np.all(ref.jll < -1e298)
+    log_proba = predict_log_proba(x, mean, var, log_prior)
+    proba = predict_proba(x, mean, var, log_prior)
+    # Row 0: classes 0 and 1 tie exactly (jll -5e299), class 2 is 6e299 behind.
+    # Row 1: class 2 (jll -3e298) beats the others by more than 1e300.
+    np.testing.assert_array_equal(proba, [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(log_proba[0, :2], -np.log(2), rtol=1e-15)
+    assert log_proba[1, 2] == 0.0
+    assert np.all(log_proba < -1e298, where=proba == 0)
+    assert_scores_close(log_proba, ref, "log_proba")
+    assert_scores_close(proba, ref, "proba")
+    assert predict(x, mean, var, log_prior).tolist() == [0, 2]
+
+
+def test_exact_tie_far_from_both_means_splits_probability_in_half() -> None:
+    # jll of both classes ~ -5e299 and bit-identical by symmetry: p = 1/2 exactly.
+    mean = np.array([[-1.0, 0.0], [1.0, 0.0]])
+    var = np.full((2, 2), 1e-300)
+    log_prior = np.log([0.5, 0.5])
+    x = np.zeros((3, 2))
+    assert np.all(reference_jll(x, mean, var, log_prior).jll < -1e299)
+    np.testing.assert_array_equal(predict_proba(x, mean, var, log_prior), 0.5)
+    np.testing.assert_allclose(
+        predict_log_proba(x, mean, var, log_prior), -np.log(2), rtol=1e-15, atol=0
+    )
+    # First class on ties.
+    np.testing.assert_array_equal(predict(x, mean, var, log_prior), 0)
+
+
+def test_minus_inf_log_prior_class_has_probability_exactly_zero() -> None:
+    mean = np.array([[0.0], [0.0], [5.0]])
+    var = np.array([[1.0], [0.01], [1.0]])
+    log_prior = np.array([np.log(0.5), -np.inf, np.log(0.5)])
+    # x = 0 is the mode of the impossible class 1, which is also the highest density there.
+    x = np.array([[0.0], [0.1], [4.0], [-3.0]])
+    proba = predict_proba(x, mean, var, log_prior)
+    log_proba = predict_log_proba(x, mean, var, log_prior)
+    jll = joint_log_likelihood(x, mean, var, log_prior)
+    np.testing.assert_array_equal(proba[:, 1], 0.0)
+    np.testing.assert_array_equal(log_proba[:, 1], -np.inf)
+    np.testing.assert_array_equal(jll[:, 1], -np.inf)
+    assert not np.any(predict(x, mean, var, log_prior) == 1)
+    ref = reference_jll(x, mean, var, log_prior)
+    for kind, got in (("jll", jll), ("log_proba", log_proba), ("proba", proba)):
+        assert_scores_close(got, ref, kind)
+
+
+def test_predict_first_class_on_exact_ties() -> None:
+    # Classes 0 and 2 are identical (bit-identical jll); class 1 is identical to class 3.
+    mean = np.array([[0.0, 0.0], [4.0, 4.0], [0.0, 0.0], [4.0, 4.0]])
+    var = np.ones((4, 2))
+    log_prior = np.log(np.full(4, 0.25))
+    x = np.array([[0.1, -0.2], [4.0, 3.5], [2.0, 2.0], [-50.0, 1.0], [60.0, 60.0]])
+    # Row 2 is equidistant from all four: jll tie for all, so class 0.
+    assert predict(x, mean, var, log_prior).tolist() == [0, 1, 0, 0, 1]
+    jll = joint_log_likelihood(x, mean, var, log_prior)
+    np.testing.assert_array_equal(jll[:, 0], jll[:, 2])
+    np.testing.assert_array_equal(jll[:, 1], jll[:, 3])
+
+
+def test_predict_agrees_with_argmax_of_jll_on_random_data() -> None:
+    rng = np.random.default_rng(9)
+    mean, var, log_prior = random_model(rng, 7, 5)
+    x = rng.normal(size=(3000, 5)) * 4
+    labels = predict(x, mean, var, log_prior)
+    check_predict(labels, reference_jll(x, mean, var, log_prior))
+    np.testing.assert_array_equal(
+        labels, np.argmax(joint_log_likelihood(x, mean, var, log_prior), axis=1)
+    )
+
+
+def test_zero_rows() -> None:
+    mean, var, log_prior = np.zeros((3, 2)), np.ones((3, 2)), np.log(np.full(3, 1 / 3))
+    x = np.empty((0, 2))
+    for kind, fn in FLOAT_SCORERS.items():
+        got = fn(x, mean, var, log_prior)
+        assert got.shape == (0, 3), kind
+    assert predict(x, mean, var, log_prior).shape == (0,)
+
+
+# -------------------------------------------------------------------------------- out=
+
+
+def out_buffers(shape: tuple[int, int], dtype: type) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (view to pass as out=, the whole allocation it lives in)."""
+    n, c = shape
+    c_buf = np.full(shape, np.nan, dtype=dtype)
+    f_buf = np.full(shape, np.nan, dtype=dtype, order="F")
+    big = np.full((2 * n + 1, 3 * c + 2), np.nan, dtype=dtype)
+    rev = np.full(shape, np.nan, dtype=dtype)
+    return {
+        "C": (c_buf, c_buf),
+        "F": (f_buf, f_buf),
+        "strided": (big[1::2, 2::3], big),
+        "negative strides": (rev[::-1, ::-1], rev),
+    }
+
+
+@pytest.mark.parametrize("kind", list(FLOAT_SCORERS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_out_buffers_are_filled_and_returned(kind: str, dtype: type) -> None:
+    rng = np.random.default_rng(10)
+    mean, var, log_prior = random_model(rng, 3, 4)
+    x = rng.normal(size=(25, 4))
+    ref = reference_jll(x, mean, var, log_prior)
+    for name, (view, whole) in out_buffers((25, 3), dtype).items():
+        result = FLOAT_SCORERS[kind](x, mean, var, log_prior, out=view)
+        assert result is view, name
+        assert np.shares_memory(result, whole)
+        assert_scores_close(view, ref, kind, what=f"out={name}: ")
+        # Every output is finite, so the NaN sentinels show exactly what was written:
+        # all of the view and nothing else of the allocation.
+        assert not np.any(np.isnan(view)), name
+        assert np.count_nonzero(~np.isnan(whole)) == view.size, name
+
+
+def test_predict_out_buffers() -> None:
+    rng = np.random.default_rng(11)
+    mean, var, log_prior = random_model(rng, 3, 2)
+    x = rng.normal(size=(30, 2)) * 3
+    expected = predict(x, mean, var, log_prior)
+    contiguous = np.full(30, -7, dtype=np.int64)
+    big = np.full(90, -7, dtype=np.int64)
+    for out in (contiguous, big[::3], big[::-3]):
+        assert predict(x, mean, var, log_prior, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+    assert np.count_nonzero(big == -7) == 30  # the skipped elements were not written
+
+
+@pytest.mark.parametrize("kind", list(ALL_SCORERS))
+def test_bad_out_buffers_raise(kind: str) -> None:
+    mean, var, log_prior = np.zeros((3, 2)), np.ones((3, 2)), np.log(np.full(3, 1 / 3))
+    x = np.zeros((5, 2))
+    fn = ALL_SCORERS[kind]
+    good_shape = (5,) if kind == "predict" else (5, 3)
+    good_dtype = np.int64 if kind == "predict" else np.float64
+    readonly = np.zeros(good_shape, dtype=good_dtype)
+    readonly.flags.writeable = False
+    if kind == "predict":
+        bad_shapes = [(4,), (6,), (5, 1), (1, 5)]
+        bad_dtypes = [np.float64, np.int32, np.uint64]
+    else:
+        bad_shapes = [(4, 3), (5, 2), (3, 5), (5, 3, 1), (15,)]
+        bad_dtypes = [np.int64, np.float16, np.complex128]
+    bad_outs: dict[str, Any] = {f"shape {s}": np.zeros(s, dtype=good_dtype) for s in bad_shapes}
+    bad_outs |= {f"dtype {d.__name__}": np.zeros(good_shape, dtype=d) for d in bad_dtypes}
+    bad_outs["read-only"] = readonly
+    bad_outs["list"] = np.zeros(good_shape).tolist()
+    for name, out in bad_outs.items():
+        with pytest.raises((ValueError, TypeError)):
+            fn(x, mean, var, log_prior, out=out)
+            pytest.fail(f"{kind}: out={name} was accepted")
+
+
+def test_out_aliasing_the_input_is_rejected_or_correct() -> None:
+    # out overlapping X: either refused (ValueError/TypeError), or the result equals the
+    # non-aliased computation (the input may not be read after being overwritten).
+    rng = np.random.default_rng(12)
+    mean, var, log_prior = random_model(rng, 3, 3)
+    x = rng.normal(size=(40, 3))
+    expected = joint_log_likelihood(x, mean, var, log_prior)
+    try:
+        got = joint_log_likelihood(x, mean, var, log_prior, out=x)
+    except (ValueError, TypeError):
+        return
+    np.testing.assert_array_equal(got, expected)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("kind", list(ALL_SCORERS))
+@pytest.mark.parametrize("bad", [0.0, -1.0, -0.0, np.nan, np.inf, -np.inf])
+def test_bad_variance_raises_value_error(kind: str, bad: float) -> None:
+    var = np.ones((2, 3))
+    var[1, 2] = bad
+    with pytest.raises(ValueError, match="class 1, feature 2|variance"):
+        ALL_SCORERS[kind](np.zeros((4, 3)), np.zeros((2, 3)), var, np.log([0.5, 0.5]))
+    with pytest.raises(ValueError):
+        GaussianScorer(np.zeros((2, 3)), var, np.log([0.5, 0.5]))
+
+
+@pytest.mark.parametrize("kind", list(ALL_SCORERS))
+def test_bad_mean_or_prior_raises_value_error(kind: str) -> None:
+    fn = ALL_SCORERS[kind]
+    x, var, log_prior = np.zeros((4, 2)), np.ones((2, 2)), np.log([0.5, 0.5])
+    for bad in (np.nan, np.inf):
+        mean = np.zeros((2, 2))
+        mean[0, 1] = bad
+        with pytest.raises(ValueError):
+            fn(x, mean, var, log_prior)
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError):
+            fn(x, np.zeros((2, 2)), var, np.array([0.0, bad]))
+
+
+def scoring_nonfinite_cases() -> list[tuple[str, np.ndarray, int, int]]:
+    base = np.linspace(-1, 1, 20).reshape(5, 4)
+    cases = []
+    for bad in (np.nan, np.inf, -np.inf):
+        x = base.copy()
+        x[2, 3] = bad
+        cases += [
+            (f"C {bad}", x, 2, 3),
+            (f"F {bad}", np.asfortranarray(x), 2, 3),
+            (f"rows reversed {bad}", x[::-1], 2, 3),
+            (f"cols reversed {bad}", x[:, ::-1], 2, 0),
+            (f"float32 {bad}", x.astype(np.float32), 2, 3),
+            (f"row slice {bad}", x[1:], 1, 3),
+        ]
+    return cases
+
+
+@pytest.mark.parametrize("kind", list(ALL_SCORERS))
+@pytest.mark.parametrize(("desc", "x", "row", "col"), scoring_nonfinite_cases())
+def test_nonfinite_x_names_row_and_column(
+    kind: str, desc: str, x: np.ndarray, row: int, col: int
+) -> None:
+    mean, var, log_prior = np.zeros((2, 4)), np.ones((2, 4)), np.log([0.5, 0.5])
+    with pytest.raises(ValueError) as info:
+        ALL_SCORERS[kind](x, mean, var, log_prior)
+    message = str(info.value)
+    assert re.search(rf"\brow {row}\b", message), f"{kind} {desc}: {message}"
+    assert re.search(rf"\bcolumn {col}\b", message), f"{kind} {desc}: {message}"
+
+
+@pytest.mark.parametrize("kind", list(ALL_SCORERS))
+def test_shape_mismatches_raise_value_error(kind: str) -> None:
+    fn = ALL_SCORERS[kind]
+    mean, var, log_prior = np.zeros((3, 2)), np.ones((3, 2)), np.log(np.full(3, 1 / 3))
+    with pytest.raises(ValueError):
+        fn(np.zeros((4, 3)), mean, var, log_prior)  # wrong n_features
+    with pytest.raises(ValueError):
+        fn(np.zeros(4), mean, var, log_prior)  # 1-D X
+    with pytest.raises(ValueError):
+        fn(np.zeros((4, 2)), mean, np.ones((3, 3)), log_prior)
+    with pytest.raises(ValueError):
+        fn(np.zeros((4, 2)), mean, var, np.zeros(2))
+    with pytest.raises(ValueError):
+        fn(np.zeros((4, 2)), mean, np.ones((2, 2)), log_prior)
+
+
+@pytest.mark.parametrize("kind", list(ALL_SCORERS))
+def test_non_numeric_x_is_type_error(kind: str) -> None:
+    mean, var, log_prior = np.zeros((2, 2)), np.ones((2, 2)), np.log([0.5, 0.5])
+    with pytest.raises(TypeError):
+        ALL_SCORERS[kind](np.zeros((3, 2), dtype=np.complex64), mean, var, log_prior)
+
+
+@pytest.mark.parametrize("n_threads", [-1, -8])
+def test_negative_n_threads_is_value_or_type_error(n_threads: int) -> None:
+    # sklearn users write n_jobs=-1; the core must answer with a clean ValueError/TypeError
+    # (not e.g. OverflowError from an unsigned conversion).
+    mean, var, log_prior = np.zeros((2, 2)), np.ones((2, 2)), np.log([0.5, 0.5])
+    x = np.zeros((3, 2))
+    for fn in ALL_SCORERS.values():
+        try:
+            fn(x, mean, var, log_prior, n_threads=n_threads)
+        except (ValueError, TypeError):
+            continue
+        except BaseException as exc:
+            pytest.fail(f"{fn.__name__}(n_threads={n_threads}) raised {type(exc).__name__}: {exc}")
+    try:
+        gaussmle.class_stats(x, np.array([0, 1, 0]), n_threads=n_threads)
+    except (ValueError, TypeError):
+        pass
+    except BaseException as exc:
+        pytest.fail(f"class_stats(n_threads={n_threads}) raised {type(exc).__name__}: {exc}")
