@@ -43,9 +43,7 @@ class RefStats:
     global_mean_scale: Array  # (D,)
 
 
-def _labels_weights(
-    x: Array, y: Array, sample_weight: Array | None
-) -> tuple[Array, Array, Array]:
+def _labels_weights(x: Array, y: Array, sample_weight: Array | None) -> tuple[Array, Array, Array]:
     x64 = np.asarray(x).astype(np.float64)  # exact for f16/f32/int up to 2**53
     labels = np.asarray(y).astype(np.int64)
     w = np.ones(x64.shape[0]) if sample_weight is None else np.asarray(sample_weight, float)
@@ -68,7 +66,9 @@ def fraction_class_stats(
                 out.append((np.nan, Fraction(0), np.nan))
                 continue
             mean = sum((wi * v for wi, v in zip(weights, col, strict=True)), Fraction(0)) / total
-            m2 = sum((wi * (v - mean) ** 2 for wi, v in zip(weights, col, strict=True)), Fraction(0))
+            m2 = sum(
+                (wi * (v - mean) ** 2 for wi, v in zip(weights, col, strict=True)), Fraction(0)
+            )
             scale = sum((wi * abs(v) for wi, v in zip(weights, col, strict=True)), Fraction(0))
             out.append((mean, m2, scale / total))
         return total, out
@@ -265,3 +265,38 @@ def assert_scores_close(
         ulp32 = np.spacing(np.abs(expected_f.astype(np.float32))).astype(LD)
         tol = tol + 2 * ulp32
     assert_within(got, expected, tol, f"{what}{kind} ({got.dtype})")
+
+
+def assert_predict_is_argmax(labels: Array, ref: RefScores) -> None:
+    """``labels`` maximise the exact jll up to float64 rounding (a near-tie decided by the
+    last bit either way is accepted); exact ties (e.g. identical classes) go to the first."""
+    labels = np.asarray(labels)
+    assert labels.dtype == np.int64, labels.dtype
+    assert labels.shape == (ref.jll.shape[0],)
+    rows = np.arange(labels.shape[0])
+    best = ref.jll.max(axis=1)
+    chosen = ref.jll[rows, labels]
+    slack = 1e-12 * ref.row_scale()[:, 0]
+    bad = np.flatnonzero(chosen < best - slack)
+    assert bad.size == 0, (
+        f"predict chose a non-maximal class at rows {bad[:5]}: "
+        f"got {labels[bad[:5]]}, expected {np.argmax(ref.jll[bad[:5]], axis=1)}"
+    )
+    first_exact = np.argmax(ref.jll == best[:, None], axis=1)
+    tie_rows = np.flatnonzero((ref.jll == best[:, None]).sum(axis=1) > 1)
+    wrong = tie_rows[labels[tie_rows] > first_exact[tie_rows]]
+    # An exact tie in long double between *identical* classes is also exact in float64.
+    assert wrong.size == 0, f"exact ties not resolved to the first class at rows {wrong[:5]}"
+
+
+def merge_rounding_bound(w_a: Array, mean_a: Array, w_b: Array, mean_b: Array) -> Array:
+    """First- and second-order effect on the merged m2 of each stored part mean being off by
+    up to one ulp: the between-part term ``delta**2 * wa * wb / W`` with ``delta`` uncertain
+    by ``u = 2 ulp(max |mean|)`` changes by at most ``(2 |delta| u + u**2) * wa * wb / W``."""
+    wa, wb = np.asarray(w_a)[:, None], np.asarray(w_b)[:, None]
+    both = (wa > 0) & (wb > 0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        delta = np.abs(mean_b - mean_a)
+        u = 2 * np.spacing(np.maximum(np.abs(mean_a), np.abs(mean_b)))
+        bound = (2 * delta * u + u * u) * (wa * wb / (wa + wb))
+    return np.where(both, bound, 0.0)

@@ -9,11 +9,13 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import gaussmle
 import joblib
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pytest
+from gaussmle import GaussianNB
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import datasets
@@ -24,9 +26,6 @@ from sklearn.naive_bayes import GaussianNB as SklearnGaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
-
-import gaussmle
-from gaussmle import GaussianNB
 
 FloatMatrix = npt.NDArray[np.float64]
 FITTED_ARRAY_ATTRIBUTES = ("classes_", "class_count_", "class_prior_", "theta_", "var_")
@@ -49,9 +48,7 @@ def fingerprint(model: GaussianNB, probe: Any) -> dict[str, Any]:
     result["epsilon_"] = (type(model.epsilon_).__name__, _array_fingerprint(model.epsilon_))
     result["n_features_in_"] = model.n_features_in_
     result["feature_names_in_"] = (
-        _array_fingerprint(model.feature_names_in_)
-        if hasattr(model, "feature_names_in_")
-        else None
+        _array_fingerprint(model.feature_names_in_) if hasattr(model, "feature_names_in_") else None
     )
     result["predict"] = _array_fingerprint(model.predict(probe))
     for method in ("predict_proba", "predict_log_proba", "predict_joint_log_proba"):
@@ -78,7 +75,9 @@ def assert_fitted_like_sklearn(
     np.testing.assert_array_equal(ours.classes_, theirs.classes_)
     assert ours.classes_.dtype == theirs.classes_.dtype
     for name in ("theta_", "var_", "class_prior_", "class_count_"):
-        np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=rtol, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(ours, name), getattr(theirs, name), rtol=rtol, err_msg=name
+        )
         assert getattr(ours, name).dtype == getattr(theirs, name).dtype, name
     np.testing.assert_allclose(ours.epsilon_, theirs.epsilon_, rtol=rtol)
     jll = theirs.predict_joint_log_proba(X)
@@ -123,7 +122,9 @@ def test_weighted_fit_with_priors_matches_sklearn_on_bundled_datasets(name: str)
 def test_random_weighted_data_with_priors_matches_sklearn(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n_classes = int(rng.integers(2, 6))
-    X, y = make_data(n_rows=int(rng.integers(50, 400)), n_features=7, n_classes=n_classes, seed=seed)
+    X, y = make_data(
+        n_rows=int(rng.integers(50, 400)), n_features=7, n_classes=n_classes, seed=seed
+    )
     X = X * rng.uniform(1e-3, 1e3, size=X.shape[1]) + rng.normal(scale=100, size=X.shape[1])
     weights = rng.exponential(size=len(y))
     priors = rng.dirichlet(np.ones(n_classes))
@@ -171,7 +172,9 @@ def _split_problems(draw: st.DrawFn) -> tuple[FloatMatrix, Any, Any, list[int]]:
 
 @settings(max_examples=60, deadline=None)
 @given(_split_problems())
-def test_partial_fit_over_any_split_equals_fit(problem: tuple[FloatMatrix, Any, Any, list[int]]) -> None:
+def test_partial_fit_over_any_split_equals_fit(
+    problem: tuple[FloatMatrix, Any, Any, list[int]],
+) -> None:
     X, y, weights, cuts = problem
     classes = np.unique(y)
     whole = GaussianNB().fit(X, y, sample_weight=weights)
@@ -229,50 +232,215 @@ def _with_value(value: float) -> FloatMatrix:
 
 # (id, method call on a fitted model, expected exception, message fragment)
 BAD_CALLS: list[tuple[str, Callable[[GaussianNB], Any], type[Exception], str]] = [
-    ("nan_in_X_fit", lambda m: m.fit(_with_value(np.nan), Y_GOOD), ValueError, "Input X contains NaN"),
-    ("nan_in_X_partial_fit", lambda m: m.partial_fit(_with_value(np.nan), Y_GOOD), ValueError, "NaN"),
+    (
+        "nan_in_X_fit",
+        lambda m: m.fit(_with_value(np.nan), Y_GOOD),
+        ValueError,
+        "Input X contains NaN",
+    ),
+    (
+        "nan_in_X_partial_fit",
+        lambda m: m.partial_fit(_with_value(np.nan), Y_GOOD),
+        ValueError,
+        "NaN",
+    ),
     ("inf_in_X_fit", lambda m: m.fit(_with_value(np.inf), Y_GOOD), ValueError, "infinity"),
-    ("neg_inf_in_X_partial_fit", lambda m: m.partial_fit(_with_value(-np.inf), Y_GOOD), ValueError, "infinity"),
-    ("nan_in_X_predict", lambda m: m.predict(_with_value(np.nan)), ValueError, "Input X contains NaN"),
-    ("inf_in_X_predict_proba", lambda m: m.predict_proba(_with_value(np.inf)), ValueError, "infinity"),
-    ("float32_fortran_nan", lambda m: m.fit(np.asfortranarray(_with_value(np.nan), dtype=np.float32), Y_GOOD), ValueError, "NaN"),
+    (
+        "neg_inf_in_X_partial_fit",
+        lambda m: m.partial_fit(_with_value(-np.inf), Y_GOOD),
+        ValueError,
+        "infinity",
+    ),
+    (
+        "nan_in_X_predict",
+        lambda m: m.predict(_with_value(np.nan)),
+        ValueError,
+        "Input X contains NaN",
+    ),
+    (
+        "inf_in_X_predict_proba",
+        lambda m: m.predict_proba(_with_value(np.inf)),
+        ValueError,
+        "infinity",
+    ),
+    (
+        "float32_fortran_nan",
+        lambda m: m.fit(np.asfortranarray(_with_value(np.nan), dtype=np.float32), Y_GOOD),
+        ValueError,
+        "NaN",
+    ),
     ("X_1d_fit", lambda m: m.fit(X_GOOD[:, 0], Y_GOOD), ValueError, "Expected 2D array"),
     ("X_1d_predict", lambda m: m.predict(X_GOOD[0]), ValueError, "Expected 2D array"),
     ("X_3d_fit", lambda m: m.fit(X_GOOD[:, :, None], Y_GOOD), ValueError, "dim 3"),
     ("X_3d_partial_fit", lambda m: m.partial_fit(X_GOOD[:, :, None], Y_GOOD), ValueError, "dim 3"),
     ("X_no_rows_fit", lambda m: m.fit(X_GOOD[:0], Y_GOOD[:0]), ValueError, "0 sample(s)"),
-    ("X_no_rows_partial_fit", lambda m: m.partial_fit(X_GOOD[:0], Y_GOOD[:0]), ValueError, "0 sample(s)"),
+    (
+        "X_no_rows_partial_fit",
+        lambda m: m.partial_fit(X_GOOD[:0], Y_GOOD[:0]),
+        ValueError,
+        "0 sample(s)",
+    ),
     ("X_no_features_fit", lambda m: m.fit(X_GOOD[:, :0], Y_GOOD), ValueError, "0 feature(s)"),
     ("X_no_rows_predict", lambda m: m.predict(X_GOOD[:0]), ValueError, "0 sample(s)"),
-    ("X_strings", lambda m: m.fit(np.full(X_GOOD.shape, "a"), Y_GOOD), ValueError, "dtype='numeric' is not compatible"),
+    (
+        "X_strings",
+        lambda m: m.fit(np.full(X_GOOD.shape, "a"), Y_GOOD),
+        ValueError,
+        "dtype='numeric' is not compatible",
+    ),
     ("X_complex", lambda m: m.fit(X_GOOD + 1j, Y_GOOD), ValueError, "Complex data not supported"),
-    ("X_y_length_fit", lambda m: m.fit(X_GOOD, Y_GOOD[:-1]), ValueError, "inconsistent numbers of samples"),
-    ("X_y_length_partial_fit", lambda m: m.partial_fit(X_GOOD[:-3], Y_GOOD), ValueError, "inconsistent numbers of samples"),
-    ("X_weight_length_fit", lambda m: m.fit(X_GOOD, Y_GOOD, sample_weight=np.ones(5)), ValueError, "sample_weight.shape"),
-    ("X_weight_length_partial_fit", lambda m: m.partial_fit(X_GOOD, Y_GOOD, sample_weight=np.ones(500)), ValueError, "sample_weight.shape"),
-    ("weight_2d", lambda m: m.fit(X_GOOD, Y_GOOD, sample_weight=np.ones((len(Y_GOOD), 2))), ValueError, "1D array"),
-    ("weight_negative", lambda m: m.fit(X_GOOD, Y_GOOD, sample_weight=-np.ones(len(Y_GOOD))), ValueError, "Negative values"),
-    ("weight_nan", lambda m: m.fit(X_GOOD, Y_GOOD, sample_weight=np.full(len(Y_GOOD), np.nan)), ValueError, "NaN"),
-    ("weight_all_zero", lambda m: m.fit(X_GOOD, Y_GOOD, sample_weight=np.zeros(len(Y_GOOD))), ValueError, "non-zero"),
-    ("n_features_predict", lambda m: m.predict(X_GOOD[:, :3]), ValueError, "X has 3 features, but GaussianNB is expecting 4 features as input."),
-    ("n_features_predict_proba", lambda m: m.predict_proba(np.ones((2, 5))), ValueError, "X has 5 features"),
-    ("n_features_partial_fit", lambda m: m.partial_fit(X_GOOD[:, :3], Y_GOOD), ValueError, "X has 3 features"),
-    ("priors_wrong_length", lambda m: m.set_params(priors=[0.5, 0.5]).fit(X_GOOD, Y_GOOD), ValueError, "Number of priors must match number of classes."),
-    ("priors_wrong_length_partial_fit", lambda m: m.set_params(priors=[0.5, 0.5]).partial_fit(X_GOOD, Y_GOOD), ValueError, "Number of priors"),
-    ("priors_negative", lambda m: m.set_params(priors=[1.5, -0.25, -0.25]).fit(X_GOOD, Y_GOOD), ValueError, "Priors must be non-negative."),
-    ("priors_not_summing_to_one", lambda m: m.set_params(priors=[0.5, 0.4, 0.3]).fit(X_GOOD, Y_GOOD), ValueError, "The sum of the priors should be 1."),
-    ("var_smoothing_negative", lambda m: m.set_params(var_smoothing=-1.0).fit(X_GOOD, Y_GOOD), InvalidParameterError, "var_smoothing"),
-    ("var_smoothing_negative_partial_fit", lambda m: m.set_params(var_smoothing=-1e-9).partial_fit(X_GOOD, Y_GOOD), InvalidParameterError, "var_smoothing"),
-    ("n_jobs_zero", lambda m: m.set_params(n_jobs=0).fit(X_GOOD, Y_GOOD), InvalidParameterError, "n_jobs"),
-    ("label_not_in_classes", lambda m: m.partial_fit(X_GOOD, np.where(Y_GOOD == 2, 9, Y_GOOD)), ValueError, "do not exist in the initial classes"),
-    ("classes_changed", lambda m: m.partial_fit(X_GOOD, Y_GOOD, classes=[0, 1, 2, 3]), ValueError, "is not the same as on last call"),
+    (
+        "X_y_length_fit",
+        lambda m: m.fit(X_GOOD, Y_GOOD[:-1]),
+        ValueError,
+        "inconsistent numbers of samples",
+    ),
+    (
+        "X_y_length_partial_fit",
+        lambda m: m.partial_fit(X_GOOD[:-3], Y_GOOD),
+        ValueError,
+        "inconsistent numbers of samples",
+    ),
+    (
+        "X_weight_length_fit",
+        lambda m: m.fit(X_GOOD, Y_GOOD, sample_weight=np.ones(5)),
+        ValueError,
+        "sample_weight.shape",
+    ),
+    (
+        "X_weight_length_partial_fit",
+        lambda m: m.partial_fit(X_GOOD, Y_GOOD, sample_weight=np.ones(500)),
+        ValueError,
+        "sample_weight.shape",
+    ),
+    (
+        "weight_2d",
+        lambda m: m.fit(X_GOOD, Y_GOOD, sample_weight=np.ones((len(Y_GOOD), 2))),
+        ValueError,
+        "1D array",
+    ),
+    (
+        "weight_negative",
+        lambda m: m.fit(X_GOOD, Y_GOOD, sample_weight=-np.ones(len(Y_GOOD))),
+        ValueError,
+        "Negative values",
+    ),
+    (
+        "weight_nan",
+        lambda m: m.fit(X_GOOD, Y_GOOD, sample_weight=np.full(len(Y_GOOD), np.nan)),
+        ValueError,
+        "NaN",
+    ),
+    (
+        "weight_all_zero",
+        lambda m: m.fit(X_GOOD, Y_GOOD, sample_weight=np.zeros(len(Y_GOOD))),
+        ValueError,
+        "non-zero",
+    ),
+    (
+        "n_features_predict",
+        lambda m: m.predict(X_GOOD[:, :3]),
+        ValueError,
+        "X has 3 features, but GaussianNB is expecting 4 features as input.",
+    ),
+    (
+        "n_features_predict_proba",
+        lambda m: m.predict_proba(np.ones((2, 5))),
+        ValueError,
+        "X has 5 features",
+    ),
+    (
+        "n_features_partial_fit",
+        lambda m: m.partial_fit(X_GOOD[:, :3], Y_GOOD),
+        ValueError,
+        "X has 3 features",
+    ),
+    (
+        "priors_wrong_length",
+        lambda m: m.set_params(priors=[0.5, 0.5]).fit(X_GOOD, Y_GOOD),
+        ValueError,
+        "Number of priors must match number of classes.",
+    ),
+    (
+        "priors_wrong_length_partial_fit",
+        lambda m: m.set_params(priors=[0.5, 0.5]).partial_fit(X_GOOD, Y_GOOD),
+        ValueError,
+        "Number of priors",
+    ),
+    (
+        "priors_negative",
+        lambda m: m.set_params(priors=[1.5, -0.25, -0.25]).fit(X_GOOD, Y_GOOD),
+        ValueError,
+        "Priors must be non-negative.",
+    ),
+    (
+        "priors_not_summing_to_one",
+        lambda m: m.set_params(priors=[0.5, 0.4, 0.3]).fit(X_GOOD, Y_GOOD),
+        ValueError,
+        "The sum of the priors should be 1.",
+    ),
+    (
+        "var_smoothing_negative",
+        lambda m: m.set_params(var_smoothing=-1.0).fit(X_GOOD, Y_GOOD),
+        InvalidParameterError,
+        "var_smoothing",
+    ),
+    (
+        "var_smoothing_negative_partial_fit",
+        lambda m: m.set_params(var_smoothing=-1e-9).partial_fit(X_GOOD, Y_GOOD),
+        InvalidParameterError,
+        "var_smoothing",
+    ),
+    (
+        "n_jobs_zero",
+        lambda m: m.set_params(n_jobs=0).fit(X_GOOD, Y_GOOD),
+        InvalidParameterError,
+        "n_jobs",
+    ),
+    (
+        "label_not_in_classes",
+        lambda m: m.partial_fit(X_GOOD, np.where(Y_GOOD == 2, 9, Y_GOOD)),
+        ValueError,
+        "do not exist in the initial classes",
+    ),
+    (
+        "classes_changed",
+        lambda m: m.partial_fit(X_GOOD, Y_GOOD, classes=[0, 1, 2, 3]),
+        ValueError,
+        "is not the same as on last call",
+    ),
     ("y_continuous", lambda m: m.fit(X_GOOD, Y_GOOD + 0.5), ValueError, "Unknown label type"),
-    ("y_nan", lambda m: m.fit(X_GOOD, np.where(Y_GOOD == 1, np.nan, Y_GOOD)), ValueError, "Input y contains NaN"),
+    (
+        "y_nan",
+        lambda m: m.fit(X_GOOD, np.where(Y_GOOD == 1, np.nan, Y_GOOD)),
+        ValueError,
+        "Input y contains NaN",
+    ),
     ("y_none", lambda m: m.fit(X_GOOD, None), ValueError, "requires y to be passed"),
-    ("y_2d", lambda m: m.fit(X_GOOD, np.stack([Y_GOOD, Y_GOOD], axis=1)), ValueError, "y should be a 1d array"),
-    ("y_mixed_types", lambda m: m.fit(X_GOOD, np.array(["a", 1] * 60, dtype=object)), TypeError, "not supported between"),
-    ("sparse_X", lambda m: m.fit(__import__("scipy.sparse").sparse.csr_matrix(X_GOOD), Y_GOOD), TypeError, "dense data is required"),
-    ("stats_shape_mismatch", lambda m: m.partial_fit_stats(gaussmle.ClassStats.empty(3, 2)), ValueError, "shape"),
+    (
+        "y_2d",
+        lambda m: m.fit(X_GOOD, np.stack([Y_GOOD, Y_GOOD], axis=1)),
+        ValueError,
+        "y should be a 1d array",
+    ),
+    (
+        "y_mixed_types",
+        lambda m: m.fit(X_GOOD, np.array(["a", 1] * 60, dtype=object)),
+        TypeError,
+        "not supported between",
+    ),
+    (
+        "sparse_X",
+        lambda m: m.fit(__import__("scipy.sparse").sparse.csr_matrix(X_GOOD), Y_GOOD),
+        TypeError,
+        "dense data is required",
+    ),
+    (
+        "stats_shape_mismatch",
+        lambda m: m.partial_fit_stats(gaussmle.ClassStats.empty(3, 2)),
+        ValueError,
+        "shape",
+    ),
 ]
 
 
@@ -434,17 +602,29 @@ def test_float32_in_float32_out_and_exact_values_rounded() -> None:
     exact = GaussianNB().fit(X32.astype(np.float64), y)
     for name in ("theta_", "var_", "class_prior_", "class_count_"):
         assert getattr(model32, name).dtype == np.float32, name
-        np.testing.assert_array_equal(getattr(model32, name), getattr(exact, name).astype(np.float32))
+        np.testing.assert_array_equal(
+            getattr(model32, name), getattr(exact, name).astype(np.float32)
+        )
     assert type(model32.epsilon_) is np.float32
     assert model32.epsilon_ == np.float32(exact.epsilon_)
     for method in ("predict_proba", "predict_log_proba", "predict_joint_log_proba"):
         assert getattr(model32, method)(X32).dtype == np.float32
-        np.testing.assert_allclose(getattr(model32, method)(X32), getattr(exact, method)(X32), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            getattr(model32, method)(X32), getattr(exact, method)(X32), rtol=1e-6, atol=1e-6
+        )
     sklearn32 = SklearnGaussianNB().fit(X32, y)
     assert_fitted_like_sklearn(model32, sklearn32, X32, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("model_dtype", "input_dtype"), [(np.float32, np.float64), (np.float64, np.float32), (np.float64, np.float64), (np.float32, np.float32)])
+@pytest.mark.parametrize(
+    ("model_dtype", "input_dtype"),
+    [
+        (np.float32, np.float64),
+        (np.float64, np.float32),
+        (np.float64, np.float64),
+        (np.float32, np.float32),
+    ],
+)
 def test_output_dtype_promotion_matches_sklearn(model_dtype: Any, input_dtype: Any) -> None:
     X, y = make_data()
     ours = GaussianNB().fit(X.astype(model_dtype), y)
@@ -462,7 +642,9 @@ def test_other_real_dtypes_become_float64(dtype: Any) -> None:
     assert model.theta_.dtype == np.float64
     assert model.predict_proba(Xd).dtype == np.float64
     reference = GaussianNB().fit(Xd.astype(np.float64), y)
-    assert fingerprint(model, Xd.astype(np.float64)) == fingerprint(reference, Xd.astype(np.float64))
+    assert fingerprint(model, Xd.astype(np.float64)) == fingerprint(
+        reference, Xd.astype(np.float64)
+    )
 
 
 def test_float32_fortran_input_is_not_copied() -> None:
@@ -610,7 +792,9 @@ def test_from_class_stats_rejects_inconsistent_input() -> None:
         GaussianNB.from_class_stats(stats, [0, 1, 2], priors=[1.0])
     with pytest.raises(TypeError, match="ClassStats"):
         GaussianNB.from_class_stats("stats", [0, 1, 2])  # type: ignore[arg-type]
-    named = GaussianNB.from_class_stats(stats, [0, 1, 2], feature_names=["a", "b", "c", "d"], dtype=np.float32)
+    named = GaussianNB.from_class_stats(
+        stats, [0, 1, 2], feature_names=["a", "b", "c", "d"], dtype=np.float32
+    )
     np.testing.assert_array_equal(named.feature_names_in_, ["a", "b", "c", "d"])
     assert named.theta_.dtype == np.float32
 

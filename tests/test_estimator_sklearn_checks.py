@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sklearn.utils.estimator_checks import parametrize_with_checks
-
 from gaussmle import GaussianNB
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 
 @parametrize_with_checks([GaussianNB()], expected_failed_checks=lambda est: {})

@@ -6,9 +6,8 @@ import threading
 
 import numpy as np
 import numpy.typing as npt
-from test_estimator import fingerprint, make_data
-
 from gaussmle import GaussianNB
+from test_estimator import fingerprint, make_data
 
 N_READERS = 8
 N_BATCHES = 40
@@ -30,11 +29,13 @@ def test_predicting_threads_see_whole_models_while_one_thread_partial_fits() -> 
 
     shared = GaussianNB().partial_fit(X[batches[0]], y[batches[0]], classes=classes)
     done = threading.Event()
+    start = threading.Barrier(N_READERS + 1)
     errors: list[BaseException] = []
     seen_versions: list[set[int]] = [set() for _ in range(N_READERS)]
     row_sum_errors = [0.0] * N_READERS
 
     def reader(slot: int) -> None:
+        start.wait()
         try:
             while not done.is_set():
                 proba = shared.predict_proba(probe)
@@ -49,6 +50,7 @@ def test_predicting_threads_see_whole_models_while_one_thread_partial_fits() -> 
             errors.append(exc)
 
     def writer() -> None:
+        start.wait()
         try:
             for rows in batches[1:]:
                 shared.partial_fit(X[rows], y[rows])

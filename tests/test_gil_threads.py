@@ -28,10 +28,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import gaussmle
 import numpy as np
 import pytest
-
-import gaussmle
 
 N_ROWS, N_FEATURES, N_CLASSES = 1_000_000, 16, 4
 

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reference import assert_scores_close, assert_stats_close, fraction_class_stats, reference_jll
-
 from gaussmle import (
     class_stats,
     joint_log_likelihood,
@@ -21,6 +19,7 @@ from gaussmle import (
     predict_proba,
 )
 from gaussmle._arrays import as_float_array
+from reference import assert_scores_close, assert_stats_close, fraction_class_stats, reference_jll
 
 RTOL = 1e-12
 N_ROWS, N_FEATURES, N_CLASSES = 64, 5, 3
@@ -64,7 +63,10 @@ LAYOUTS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], bool]] = {
     "Fortran": (np.asfortranarray, True),
     "row slice": (lambda x: np.repeat(x, 3, axis=0)[1::3], True),
     "column slice": (lambda x: np.repeat(x, 2, axis=1)[:, ::2], True),
-    "both strided": (lambda x: np.asfortranarray(np.repeat(np.repeat(x, 2, 0), 3, 1))[::2, ::3], True),
+    "both strided": (
+        lambda x: np.asfortranarray(np.repeat(np.repeat(x, 2, 0), 3, 1))[::2, ::3],
+        True,
+    ),
     "rows reversed": (lambda x: np.ascontiguousarray(x[::-1])[::-1], True),
     "columns reversed": (lambda x: np.ascontiguousarray(x[:, ::-1])[:, ::-1], True),
     "both reversed, Fortran": (lambda x: np.asfortranarray(x[::-1, ::-1])[::-1, ::-1], True),
@@ -88,7 +90,8 @@ def check_layout(x: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
     assert_scores_close(predict_proba(x, mean, var, log_prior), ref, "proba")
     labels_pred = predict(x, mean, var, log_prior)
     np.testing.assert_array_equal(
-        labels_pred, np.argmax(joint_log_likelihood(np.array(x, np.float64), mean, var, log_prior), 1)
+        labels_pred,
+        np.argmax(joint_log_likelihood(np.array(x, np.float64), mean, var, log_prior), 1),
     )
 
 

@@ -36,23 +36,26 @@ def as_float_array(x: Any, name: str = "X", ndim: int = 2) -> FloatArray:
         if not arr.flags.aligned:
             arr = np.array(arr, dtype=dtype, order="K", copy=True)
     elif _convertible_kind(dtype):
-        target = dtype.newbyteorder("=") if dtype.kind == "f" and dtype.itemsize >= 4 else np.float64
+        target = (
+            dtype.newbyteorder("=") if dtype.kind == "f" and dtype.itemsize >= 4 else np.float64
+        )
         arr = np.asarray(arr, dtype=target)
         if not arr.flags.aligned:
             arr = np.array(arr, copy=True)
     else:
         raise TypeError(
-            f"{name} must hold real numbers (float32, float64, integers or bool); "
-            f"got dtype {dtype}"
+            f"{name} must hold real numbers (float32, float64, integers or bool); got dtype {dtype}"
         )
     if arr.ndim != ndim:
         raise ValueError(
             f"{name} must be a {ndim}-D array; got {arr.ndim}-D with shape {arr.shape}"
         )
-    return arr  # type: ignore[no-any-return]
+    return arr
 
 
-def as_labels(y: Any, n_rows: int, name: str = "y") -> npt.NDArray[np.int64] | npt.NDArray[np.int32]:
+def as_labels(
+    y: Any, n_rows: int, name: str = "y"
+) -> npt.NDArray[np.int64] | npt.NDArray[np.int32]:
     """Integer class codes as int32/int64 (native, aligned), one per row."""
     arr = y if isinstance(y, np.ndarray) else np.asarray(y)
     if arr.ndim != 1:
@@ -60,15 +63,26 @@ def as_labels(y: Any, n_rows: int, name: str = "y") -> npt.NDArray[np.int64] | n
     if arr.shape[0] != n_rows:
         raise ValueError(f"{name} has {arr.shape[0]} entries but X has {n_rows} rows")
     if arr.dtype.kind not in "biu":
-        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        if (
+            arr.dtype.kind == "f"
+            and arr.size
+            and np.all(np.isfinite(arr))
+            and np.all(arr == np.round(arr))
+        ):
             arr = arr.astype(np.int64)
         elif arr.dtype.kind == "f" and arr.size == 0:
             arr = arr.astype(np.int64)
         else:
-            raise TypeError(f"{name} must hold integer class codes 0..n_classes-1; got dtype {arr.dtype}")
-    if not (arr.dtype in (np.dtype(np.int32), np.dtype(np.int64)) and arr.dtype.isnative and arr.flags.aligned):
+            raise TypeError(
+                f"{name} must hold integer class codes 0..n_classes-1; got dtype {arr.dtype}"
+            )
+    if not (
+        arr.dtype in (np.dtype(np.int32), np.dtype(np.int64))
+        and arr.dtype.isnative
+        and arr.flags.aligned
+    ):
         arr = arr.astype(np.int64)
-    return arr  # type: ignore[no-any-return]
+    return arr
 
 
 def as_weights(sample_weight: Any, n_rows: int) -> npt.NDArray[np.float64] | None:
@@ -86,4 +100,4 @@ def as_weights(sample_weight: Any, n_rows: int) -> npt.NDArray[np.float64] | Non
         raise TypeError(f"sample_weight must be numeric; got dtype {w.dtype}")
     if not (w.dtype == np.dtype(np.float64) and w.dtype.isnative and w.flags.aligned):
         w = w.astype(np.float64)
-    return w  # type: ignore[no-any-return]
+    return w

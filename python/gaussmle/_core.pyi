@@ -10,14 +10,26 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "GaussianScorer",
+    "__version__",
+    "available_simd_levels",
+    "class_stats",
+    "default_n_threads",
+    "encode_labels",
+    "merge_stats",
+    "set_simd_level",
+    "simd_level",
+]
+
 __version__: str
 
-FloatMatrix = npt.NDArray[np.float32] | npt.NDArray[np.float64]
-IntCodes = npt.NDArray[np.int32] | npt.NDArray[np.int64]
+_FloatMatrix = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+_IntCodes = npt.NDArray[np.int32] | npt.NDArray[np.int64]
 
 #: ``(weight, mean, mean_lo, m2)``: weight per group, and (n_groups, n_features) arrays. The mean
 #: is the double-double ``mean + mean_lo``; ``m2`` is the weighted sum of squared deviations.
-MomentsTuple = tuple[
+_MomentsTuple = tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.float64],
     npt.NDArray[np.float64],
@@ -25,12 +37,12 @@ MomentsTuple = tuple[
 ]
 
 def class_stats(
-    x: FloatMatrix,
-    labels: IntCodes,
+    x: _FloatMatrix,
+    labels: _IntCodes,
     n_classes: int,
     sample_weight: npt.NDArray[np.float64] | None = None,
     n_threads: int | None = None,
-) -> tuple[MomentsTuple, MomentsTuple]:
+) -> tuple[_MomentsTuple, _MomentsTuple]:
     """One pass over ``x``: per-class moments (weighted) and global moments (one group, unweighted).
 
     The global statistics are unweighted even when ``sample_weight`` is given (they feed
@@ -38,7 +50,7 @@ def class_stats(
     NaN/inf, an out-of-range label or a negative/non-finite weight, and on float64 overflow.
     """
 
-def merge_stats(a: MomentsTuple, b: MomentsTuple) -> MomentsTuple:
+def merge_stats(a: _MomentsTuple, b: _MomentsTuple) -> _MomentsTuple:
     """Exact weighted Chan/Schubert-Gertz merge of two sets of per-group statistics."""
 
 def encode_labels(
@@ -79,28 +91,28 @@ class GaussianScorer:
     def n_features(self) -> int: ...
     def joint_log_likelihood(
         self,
-        x: FloatMatrix,
-        out: FloatMatrix | None = None,
+        x: _FloatMatrix,
+        out: _FloatMatrix | None = None,
         n_threads: int | None = None,
-    ) -> FloatMatrix:
+    ) -> _FloatMatrix:
         """(n, n_classes) joint log-likelihood; dtype of ``out`` or else of ``x``."""
     def log_proba(
         self,
-        x: FloatMatrix,
-        out: FloatMatrix | None = None,
+        x: _FloatMatrix,
+        out: _FloatMatrix | None = None,
         n_threads: int | None = None,
-    ) -> FloatMatrix:
+    ) -> _FloatMatrix:
         """Row-normalised log-probabilities (max-shifted log-sum-exp)."""
     def proba(
         self,
-        x: FloatMatrix,
-        out: FloatMatrix | None = None,
+        x: _FloatMatrix,
+        out: _FloatMatrix | None = None,
         n_threads: int | None = None,
-    ) -> FloatMatrix:
+    ) -> _FloatMatrix:
         """Row-normalised probabilities; each row sums to 1."""
     def predict(
         self,
-        x: FloatMatrix,
+        x: _FloatMatrix,
         out: npt.NDArray[np.int64] | None = None,
         n_threads: int | None = None,
     ) -> npt.NDArray[np.int64]:

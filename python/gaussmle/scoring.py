@@ -52,9 +52,7 @@ def joint_log_likelihood(
     ndarray of shape (n_samples, n_classes)
         dtype of ``out`` if given, else of X (float32 stays float32; float64 otherwise).
     """
-    return make_scorer(mean, var, log_prior).joint_log_likelihood(
-        as_float_array(X), out, n_threads
-    )
+    return make_scorer(mean, var, log_prior).joint_log_likelihood(as_float_array(X), out, n_threads)
 
 
 def predict(

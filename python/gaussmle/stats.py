@@ -1,4 +1,4 @@
-"""Per-class sufficient statistics: one exact, single pass over X in Rust, mergeable and picklable."""
+"""Per-class sufficient statistics: one exact pass over X in Rust, mergeable and picklable."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from gaussmle import _core
 from gaussmle._arrays import as_float_array, as_labels, as_weights
 
 F64 = npt.NDArray[np.float64]
+#: ``(weight, mean, mean_lo, m2)`` as exchanged with the Rust merge.
+MomentsTuple = tuple[F64, F64, F64, F64]
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,11 +77,11 @@ class ClassStats:
         out: F64 = self.global_m2 / self.global_count
         return out
 
-    def _class_moments(self) -> _core.MomentsTuple:
+    def _class_moments(self) -> MomentsTuple:
         lo = np.zeros_like(self.mean) if self.mean_lo is None else self.mean_lo
         return (self.weight, self.mean, lo, self.m2)
 
-    def _global_moments(self) -> _core.MomentsTuple:
+    def _global_moments(self) -> MomentsTuple:
         lo = np.zeros_like(self.global_mean) if self.global_mean_lo is None else self.global_mean_lo
         return (
             np.array([float(self.global_count)]),
@@ -96,12 +98,8 @@ class ClassStats:
             raise ValueError(
                 f"cannot merge statistics of shape {other.mean.shape} into {self.mean.shape}"
             )
-        weight, mean, mean_lo, m2 = _core.merge_stats(
-            self._class_moments(), other._class_moments()
-        )
-        g_w, g_mean, g_lo, g_m2 = _core.merge_stats(
-            self._global_moments(), other._global_moments()
-        )
+        weight, mean, mean_lo, m2 = _core.merge_stats(self._class_moments(), other._class_moments())
+        g_w, g_mean, g_lo, g_m2 = _core.merge_stats(self._global_moments(), other._global_moments())
         return ClassStats(weight, mean, m2, float(g_w[0]), g_mean[0], g_m2[0], mean_lo, g_lo[0])
 
     def __add__(self, other: ClassStats) -> ClassStats:
