@@ -37,8 +37,11 @@ pub fn default_threads() -> usize {
         .unwrap_or_else(all_cores)
 }
 
+/// All cores, read once: `available_parallelism` parses cgroup files on Linux, which costs tens
+/// of microseconds, too much for a one-row predict.
 fn all_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn pool(n_threads: usize) -> Option<Arc<ThreadPool>> {

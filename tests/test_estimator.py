@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import pickle
 import warnings
 from collections.abc import Callable
@@ -180,7 +181,7 @@ def test_partial_fit_over_any_split_equals_fit(
     whole = GaussianNB().fit(X, y, sample_weight=weights)
     streamed = GaussianNB()
     bounds = [0, *cuts, len(y)]
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+    for start, stop in itertools.pairwise(bounds):
         streamed.partial_fit(
             X[start:stop],
             y[start:stop],
@@ -805,7 +806,7 @@ def test_params_are_keyword_only_and_stored_unchanged() -> None:
     assert model.priors is priors
     assert model.get_params() == {"priors": priors, "var_smoothing": 0.5, "n_jobs": 3}
     with pytest.raises(TypeError):
-        GaussianNB(None)  # type: ignore[misc]
+        GaussianNB(None)  # type: ignore[call-arg]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.fit(X_GOOD, Y_GOOD)

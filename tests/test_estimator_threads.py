@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +22,7 @@ def test_predicting_threads_see_whole_models_while_one_thread_partial_fits() -> 
 
     # The serial run: the probabilities of every model version the writer will publish.
     serial = GaussianNB()
-    versions: list[npt.NDArray[np.float64]] = []
+    versions: list[npt.NDArray[np.floating[Any]]] = []
     for rows in batches:
         serial.partial_fit(X[rows], y[rows], classes=classes)
         versions.append(serial.predict_proba(probe))

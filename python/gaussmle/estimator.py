@@ -21,6 +21,7 @@ of the rows gives the same model as ``fit`` on all of them, ``epsilon_`` include
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -195,17 +196,18 @@ class _FittedState:
 
 
 def _clean_stats(stats: ClassStats) -> ClassStats:
-    """Zero the mean and m2 of classes without weight so that merges never see NaN."""
+    """Zero the moments of classes without weight so that merges never see NaN."""
     empty = ~(stats.weight > 0)
     if not empty.any():
         return stats
-    mean = stats.mean.copy()
-    m2 = stats.m2.copy()
-    mean[empty] = 0.0
-    m2[empty] = 0.0
-    return ClassStats(
-        stats.weight, mean, m2, stats.global_count, stats.global_mean, stats.global_m2
-    )
+
+    def zeroed(values: F64) -> F64:
+        out = values.copy()
+        out[empty] = 0.0
+        return out
+
+    mean_lo = None if stats.mean_lo is None else zeroed(stats.mean_lo)
+    return dataclasses.replace(stats, mean=zeroed(stats.mean), m2=zeroed(stats.m2), mean_lo=mean_lo)
 
 
 def _is_ready_float_matrix(X: Any) -> bool:
