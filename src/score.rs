@@ -22,7 +22,9 @@ use rayon::prelude::*;
 
 use crate::element::Element;
 use crate::error::{GaussError, Result};
-use crate::simd::{SimdLevel, madd};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{Avx2Lanes, Avx512Lanes};
+use crate::simd::{Lanes, ScalarLanes, SimdLevel, exp_nonpositive};
 use crate::simd_dispatch;
 use crate::threads::run_in_pool;
 
@@ -193,10 +195,13 @@ impl Scorer {
             .enumerate()
             .collect();
         let run = |(k, (xc, mut oc)): (usize, (ArrayView2<'_, E>, ArrayViewMut2<'_, T>))| {
-            let mut emit = |row0: usize, valid: usize, lanes: usize, scores: &[f64]| {
-                emit_matrix(self, kind, &mut oc, k * rows, row0, valid, lanes, scores)
+            let mut sink = MatrixSink {
+                kind,
+                out: &mut oc,
+                chunk_offset: k * rows,
+                n_classes: self.n_classes,
             };
-            self.for_each_tile(xc, k * rows, level, &mut emit)
+            self.for_each_tile(xc, k * rows, level, &mut sink)
         };
         run_chunks(chunks, n_threads, run)
     }
@@ -222,19 +227,12 @@ impl Scorer {
             .enumerate()
             .collect();
         let run = |(k, (xc, mut oc)): (usize, (ArrayView2<'_, E>, ArrayViewMut1<'_, i64>))| {
-            let mut emit = |row0: usize, valid: usize, lanes: usize, scores: &[f64]| {
-                for r in 0..valid {
-                    let (best, best_score) = argmax_row(scores, self.n_classes, lanes, r);
-                    if best_score == f64::NEG_INFINITY {
-                        return Err(GaussError::NoFiniteLikelihood {
-                            row: k * rows + row0 + r,
-                        });
-                    }
-                    oc[row0 + r] = best as i64;
-                }
-                Ok(())
+            let mut sink = PredictSink {
+                out: &mut oc,
+                chunk_offset: k * rows,
+                n_classes: self.n_classes,
             };
-            self.for_each_tile(xc, k * rows, level, &mut emit)
+            self.for_each_tile(xc, k * rows, level, &mut sink)
         };
         run_chunks(chunks, n_threads, run)
     }
@@ -252,38 +250,40 @@ impl Scorer {
         per.div_ceil(64).max(1) * 64
     }
 
-    fn for_each_tile<E: Element>(
+    fn for_each_tile<E: Element, S: TileSink>(
         &self,
         x: ArrayView2<'_, E>,
         row_offset: usize,
         level: SimdLevel,
-        emit: &mut dyn FnMut(usize, usize, usize, &[f64]) -> Result<()>,
+        sink: &mut S,
     ) -> Result<()> {
+        // The whole tile loop (packing, micro-kernel and the sink's finishing loops) is
+        // monomorphised per level inside one `#[target_feature]` function.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
-        fn avx2<E: Element>(
+        fn avx2<E: Element, S: TileSink>(
             s: &Scorer,
             x: ArrayView2<'_, E>,
             o: usize,
-            e: &mut dyn FnMut(usize, usize, usize, &[f64]) -> Result<()>,
+            sink: &mut S,
         ) -> Result<()> {
-            tiles::<E, 8, true>(s, x, o, e)
+            tiles::<E, S, Avx2Lanes, 2, 8>(s, x, o, sink)
         }
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-        fn avx512<E: Element>(
+        fn avx512<E: Element, S: TileSink>(
             s: &Scorer,
             x: ArrayView2<'_, E>,
             o: usize,
-            e: &mut dyn FnMut(usize, usize, usize, &[f64]) -> Result<()>,
+            sink: &mut S,
         ) -> Result<()> {
-            tiles::<E, 16, true>(s, x, o, e)
+            tiles::<E, S, Avx512Lanes, 4, 32>(s, x, o, sink)
         }
         simd_dispatch!(
             level,
-            tiles::<E, 8, false>(self, x, row_offset, emit),
-            avx2(self, x, row_offset, emit),
-            avx512(self, x, row_offset, emit)
+            tiles::<E, S, ScalarLanes, 4, 4>(self, x, row_offset, sink),
+            avx2(self, x, row_offset, sink),
+            avx512(self, x, row_offset, sink)
         )
     }
 }
@@ -302,77 +302,192 @@ fn run_chunks<I: Send>(
     results.into_iter().collect()
 }
 
-/// (class, score) of the best class of tile row `r`; the first one on ties.
-#[inline]
-fn argmax_row(scores: &[f64], n_classes: usize, lanes: usize, r: usize) -> (usize, f64) {
-    let mut best = 0;
-    let mut best_score = scores[r];
-    for c in 1..n_classes {
-        let s = scores[c * lanes + r];
-        if s > best_score {
-            best = c;
-            best_score = s;
-        }
-    }
-    (best, best_score)
+/// What to do with each scored tile. Implementations are `#[inline(always)]` so that their
+/// loops are compiled inside the SIMD level's `#[target_feature]` function.
+trait TileSink {
+    /// `scores[c * R + r]` is the jll of class `c` (padded to a multiple of `CLASS_BLOCK`) for
+    /// tile row `r`; rows `valid..R` are padding. The sink may overwrite `scores`.
+    fn tile<L: Lanes, const R: usize>(
+        &mut self,
+        row0: usize,
+        valid: usize,
+        scores: &mut [f64],
+    ) -> Result<()>;
 }
 
-#[allow(clippy::too_many_arguments)]
-fn emit_matrix<T: Element>(
-    scorer: &Scorer,
+/// A fixed-size view of tile row-vector `c` of `scores`.
+#[inline(always)]
+fn lane_row<const R: usize>(scores: &[f64], c: usize) -> &[f64; R] {
+    // In bounds: callers index classes below `scores.len() / R`.
+    scores[c * R..(c + 1) * R]
+        .try_into()
+        .unwrap_or_else(|_| unreachable!())
+}
+
+#[inline(always)]
+fn lane_row_mut<const R: usize>(scores: &mut [f64], c: usize) -> &mut [f64; R] {
+    (&mut scores[c * R..(c + 1) * R])
+        .try_into()
+        .unwrap_or_else(|_| unreachable!())
+}
+
+/// Row-wise maximum over the first `n_classes` classes of a tile (vectorised over rows).
+#[inline(always)]
+fn tile_row_max<const R: usize>(scores: &[f64], n_classes: usize) -> [f64; R] {
+    let mut max = [f64::NEG_INFINITY; R];
+    for c in 0..n_classes {
+        let s = lane_row::<R>(scores, c);
+        for r in 0..R {
+            max[r] = if s[r] > max[r] { s[r] } else { max[r] };
+        }
+    }
+    max
+}
+
+/// Writes the jll, log-probabilities or probabilities of each tile into an n × C matrix.
+struct MatrixSink<'a, 'o, T: Element> {
     kind: MatrixKind,
-    out: &mut ArrayViewMut2<'_, T>,
+    out: &'a mut ArrayViewMut2<'o, T>,
     chunk_offset: usize,
+    n_classes: usize,
+}
+
+impl<T: Element> TileSink for MatrixSink<'_, '_, T> {
+    #[inline(always)]
+    fn tile<L: Lanes, const R: usize>(
+        &mut self,
+        row0: usize,
+        valid: usize,
+        scores: &mut [f64],
+    ) -> Result<()> {
+        let n_classes = self.n_classes;
+        if self.kind != MatrixKind::JointLogLikelihood {
+            let max = tile_row_max::<R>(scores, n_classes);
+            if let Some(r) = (0..valid).find(|&r| max[r] == f64::NEG_INFINITY) {
+                return Err(GaussError::NoFiniteLikelihood {
+                    row: self.chunk_offset + row0 + r,
+                });
+            }
+            // Max-shifted log-sum-exp: every exponent is ≤ 0, the largest is exactly 0, so the
+            // sum is in [1, C] and nothing overflows even when jll ≈ −1e300.
+            let mut total = [0.0f64; R];
+            let proba = self.kind == MatrixKind::Proba;
+            for c in 0..n_classes {
+                let s = lane_row_mut::<R>(scores, c);
+                for r in 0..R {
+                    let shifted = s[r] - max[r];
+                    let e = if L::FMA {
+                        exp_nonpositive::<true>(shifted)
+                    } else {
+                        exp_nonpositive::<false>(shifted)
+                    };
+                    total[r] += e;
+                    // Proba keeps exp(jll − max); log-proba keeps jll − max.
+                    s[r] = if proba { e } else { shifted };
+                }
+            }
+            let mut factor = [0.0f64; R];
+            if proba {
+                for r in 0..R {
+                    factor[r] = 1.0 / total[r];
+                }
+            } else {
+                // (jll − max) − log Σ, in that order: max + log Σ would round log Σ away
+                // when |max| ≈ 1e300.
+                for r in 0..valid {
+                    factor[r] = total[r].ln();
+                }
+            }
+            for c in 0..n_classes {
+                let s = lane_row_mut::<R>(scores, c);
+                for r in 0..R {
+                    s[r] = if proba { s[r] * factor[r] } else { s[r] - factor[r] };
+                }
+            }
+        }
+        write_rows::<T, R>(self.out, row0, valid, n_classes, scores);
+        Ok(())
+    }
+}
+
+/// Transpose the tile (`[c][r]`) into rows `row0..row0 + valid` of `out` (`[r][c]`).
+#[inline(always)]
+fn write_rows<T: Element, const R: usize>(
+    out: &mut ArrayViewMut2<'_, T>,
     row0: usize,
     valid: usize,
-    lanes: usize,
+    n_classes: usize,
     scores: &[f64],
-) -> Result<()> {
-    let n_classes = scorer.n_classes;
-    for r in 0..valid {
-        let mut row = out.row_mut(row0 + r);
-        let at = |c: usize| scores[c * lanes + r];
-        match kind {
-            MatrixKind::JointLogLikelihood => {
-                for (c, o) in row.iter_mut().enumerate() {
-                    *o = T::from_f64(at(c));
-                }
+) {
+    if let Some(dst) = out.as_slice_mut() {
+        let rows = &mut dst[row0 * n_classes..(row0 + valid) * n_classes];
+        for (r, row) in rows.chunks_exact_mut(n_classes.max(1)).enumerate() {
+            for (o, s) in row.iter_mut().zip(scores[r..].iter().step_by(R)) {
+                *o = T::from_f64(*s);
             }
-            MatrixKind::LogProba | MatrixKind::Proba => {
-                let (_, max) = argmax_row(scores, n_classes, lanes, r);
-                if max == f64::NEG_INFINITY {
-                    return Err(GaussError::NoFiniteLikelihood {
-                        row: chunk_offset + row0 + r,
-                    });
-                }
-                // Max-shifted log-sum-exp: every exponent is ≤ 0, the largest is exactly 0, so
-                // the sum is in [1, C] and nothing overflows even when jll ≈ −1e300.
-                let total: f64 = (0..n_classes).map(|c| (at(c) - max).exp()).sum();
-                if kind == MatrixKind::Proba {
-                    let inv = 1.0 / total;
-                    for (c, o) in row.iter_mut().enumerate() {
-                        *o = T::from_f64((at(c) - max).exp() * inv);
-                    }
-                } else {
-                    let shift = max + total.ln();
-                    for (c, o) in row.iter_mut().enumerate() {
-                        *o = T::from_f64(at(c) - shift);
-                    }
-                }
+        }
+    } else {
+        for r in 0..valid {
+            let mut row = out.row_mut(row0 + r);
+            for (o, s) in row.iter_mut().zip(scores[r..].iter().step_by(R)) {
+                *o = T::from_f64(*s);
             }
         }
     }
-    Ok(())
 }
 
-/// Score `x` tile by tile: pack `R` rows, run the micro-kernel, hand the tile to `emit`.
+/// Writes the index of each row's most likely class (the first on ties).
+struct PredictSink<'a, 'o> {
+    out: &'a mut ArrayViewMut1<'o, i64>,
+    chunk_offset: usize,
+    n_classes: usize,
+}
+
+impl TileSink for PredictSink<'_, '_> {
+    #[inline(always)]
+    fn tile<L: Lanes, const R: usize>(
+        &mut self,
+        row0: usize,
+        valid: usize,
+        scores: &mut [f64],
+    ) -> Result<()> {
+        let mut best = *lane_row::<R>(scores, 0);
+        let mut index = [0i64; R];
+        for c in 1..self.n_classes {
+            let s = lane_row::<R>(scores, c);
+            for r in 0..R {
+                let better = s[r] > best[r];
+                best[r] = if better { s[r] } else { best[r] };
+                index[r] = if better { c as i64 } else { index[r] };
+            }
+        }
+        if let Some(r) = (0..valid).find(|&r| best[r] == f64::NEG_INFINITY) {
+            return Err(GaussError::NoFiniteLikelihood {
+                row: self.chunk_offset + row0 + r,
+            });
+        }
+        match self.out.as_slice_mut() {
+            Some(dst) => dst[row0..row0 + valid].copy_from_slice(&index[..valid]),
+            None => {
+                for (r, &i) in index[..valid].iter().enumerate() {
+                    self.out[row0 + r] = i;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Score `x` tile by tile: pack `R = RV · L::LANES` rows, run the micro-kernel, hand the tile
+/// to the sink.
 #[inline(always)]
-fn tiles<E: Element, const R: usize, const FMA: bool>(
+fn tiles<E: Element, S: TileSink, L: Lanes, const RV: usize, const R: usize>(
     scorer: &Scorer,
     x: ArrayView2<'_, E>,
     row_offset: usize,
-    emit: &mut dyn FnMut(usize, usize, usize, &[f64]) -> Result<()>,
+    sink: &mut S,
 ) -> Result<()> {
+    const { assert!(RV * L::LANES == R) };
     let (n, d) = x.dim();
     let padded = scorer.log_norm.len();
     let mut packed = vec![0.0f64; d.max(1) * R];
@@ -380,11 +495,13 @@ fn tiles<E: Element, const R: usize, const FMA: bool>(
     let mut row0 = 0;
     while row0 < n {
         let valid = R.min(n - row0);
-        if !pack_tile::<E, R>(x, row0, valid, &mut packed) {
+        if !pack_tile::<E, L, R>(x, row0, valid, &mut packed) {
             return Err(locate_non_finite(x, row0, valid, row_offset));
         }
-        tile_kernel::<R, FMA>(scorer, &packed, &mut scores);
-        emit(row0, valid, R, &scores)?;
+        // SAFETY: `packed` holds d·R values, `scores` padded·R, and the parameter blocks
+        // padded·d (checked by `Scorer::new`); the CPU supports `L` (dispatch checked it).
+        unsafe { tile_kernel::<L, RV, R>(scorer, &packed, &mut scores) };
+        sink.tile::<L, R>(row0, valid, &mut scores)?;
         row0 += R;
     }
     Ok(())
@@ -393,59 +510,73 @@ fn tiles<E: Element, const R: usize, const FMA: bool>(
 /// Copy rows `row0..row0+valid` of `x` into `packed` as `[d][R]` f64 (rows beyond `valid` are
 /// zero). Returns false if any value is NaN or infinite.
 #[inline(always)]
-fn pack_tile<E: Element, const R: usize>(
+fn pack_tile<E: Element, L: Lanes, const R: usize>(
     x: ArrayView2<'_, E>,
     row0: usize,
     valid: usize,
     packed: &mut [f64],
 ) -> bool {
     let d = x.ncols();
-    // v·0 is 0 for finite v and NaN for NaN/±inf; the sum stays 0 exactly when all are finite.
-    let mut poison = 0.0f64;
-    let tile = x.slice(ndarray::s![row0..row0 + valid, ..]);
+    if d == 0 {
+        return true;
+    }
     if valid < R {
         packed.fill(0.0);
     }
-    if x.strides()[0] == 1 && d > 1 {
+    if let Some(src) = x.as_slice() {
+        // C order: one contiguous run of rows, transposed into the tile.
+        for (r, row) in src[row0 * d..(row0 + valid) * d].chunks_exact(d).enumerate() {
+            for (p, &v) in packed[r..].iter_mut().step_by(R).zip(row) {
+                *p = v.to_f64();
+            }
+        }
+    } else if x.strides()[0] == 1 {
         // Fortran order: each column segment is contiguous.
+        let tile = x.slice(ndarray::s![row0..row0 + valid, ..]);
         for (j, col) in tile.axis_iter(Axis(1)).enumerate() {
             let dst = &mut packed[j * R..j * R + valid];
             match col.to_slice() {
-                Some(src) => {
-                    for (p, &v) in dst.iter_mut().zip(src) {
-                        *p = v.to_f64();
-                        poison += *p * 0.0;
-                    }
-                }
-                None => {
-                    for (p, &v) in dst.iter_mut().zip(col.iter()) {
-                        *p = v.to_f64();
-                        poison += *p * 0.0;
-                    }
-                }
+                Some(src) => dst.iter_mut().zip(src).for_each(|(p, v)| *p = v.to_f64()),
+                None => dst.iter_mut().zip(col).for_each(|(p, v)| *p = v.to_f64()),
             }
         }
     } else {
+        let tile = x.slice(ndarray::s![row0..row0 + valid, ..]);
         for (r, row) in tile.axis_iter(Axis(0)).enumerate() {
-            match row.to_slice() {
-                Some(src) => {
-                    for (j, &v) in src.iter().enumerate() {
-                        let f = v.to_f64();
-                        packed[j * R + r] = f;
-                        poison += f * 0.0;
-                    }
-                }
-                None => {
-                    for (j, &v) in row.iter().enumerate() {
-                        let f = v.to_f64();
-                        packed[j * R + r] = f;
-                        poison += f * 0.0;
-                    }
-                }
+            for (p, &v) in packed[r..].iter_mut().step_by(R).zip(row) {
+                *p = v.to_f64();
             }
         }
     }
-    poison == 0.0
+    // SAFETY: `packed` holds d·R values and the CPU supports `L`.
+    unsafe { all_finite::<L, R>(&packed[..d * R]) }
+}
+
+/// True when every value is finite: v·0 is ±0 for finite v and NaN for NaN/±inf, so the
+/// lane-wise sums stay zero exactly when all values are finite.
+#[inline(always)]
+unsafe fn all_finite<L: Lanes, const R: usize>(packed: &[f64]) -> bool {
+    let zero = unsafe { L::splat(0.0) };
+    let mut acc = [zero; 4];
+    let p = packed.as_ptr();
+    let mut at = 0;
+    while at + L::LANES <= packed.len() {
+        for a in acc.iter_mut() {
+            if at + L::LANES > packed.len() {
+                break;
+            }
+            // SAFETY: `at + LANES ≤ len`.
+            *a = unsafe { L::fmadd(L::load(p.add(at)), zero, *a) };
+            at += L::LANES;
+        }
+    }
+    let mut lanes = vec![0.0f64; 4 * L::LANES];
+    for (k, a) in acc.iter().enumerate() {
+        // SAFETY: `lanes` holds 4·LANES values.
+        unsafe { L::store(lanes.as_mut_ptr().add(k * L::LANES), *a) };
+    }
+    let tail: f64 = packed[at..].iter().map(|v| v * 0.0).sum();
+    lanes.iter().sum::<f64>() + tail == 0.0
 }
 
 fn locate_non_finite<E: Element>(
@@ -476,39 +607,50 @@ fn locate_non_finite<E: Element>(
 }
 
 /// The register-blocked micro-kernel: `scores[c][r] = k_c − Σ_j (x[j][r] − μ[c][j])² h[c][j]`
-/// for every (padded) class `c` and tile row `r`.
+/// for every (padded) class `c` and tile row `r`, summed over `j` in order (so every level and
+/// every tile position gives the same sum up to FMA rounding). `CLASS_BLOCK × RV` vector
+/// accumulators stay in registers; each parameter is broadcast once per `R` rows.
+///
+/// # Safety
+/// `packed` holds `d·R` values, `scores` `padded·R`, the CPU supports `L`.
 #[inline(always)]
-fn tile_kernel<const R: usize, const FMA: bool>(
+unsafe fn tile_kernel<L: Lanes, const RV: usize, const R: usize>(
     scorer: &Scorer,
     packed: &[f64],
     scores: &mut [f64],
 ) {
+    const K: usize = CLASS_BLOCK;
     let d = scorer.n_features;
-    let blocks = scorer.log_norm.len() / CLASS_BLOCK;
-    for b in 0..blocks {
-        let mut acc = [[0.0f64; R]; CLASS_BLOCK];
-        let span = b * d * CLASS_BLOCK..(b + 1) * d * CLASS_BLOCK;
-        let means = &scorer.mean_blocked[span.clone()];
-        let weights = &scorer.half_inv_var_blocked[span];
-        for ((xs, ms), hs) in packed
-            .chunks_exact(R)
-            .take(d)
-            .zip(means.chunks_exact(CLASS_BLOCK))
-            .zip(weights.chunks_exact(CLASS_BLOCK))
-        {
-            for k in 0..CLASS_BLOCK {
-                let (m, h) = (ms[k], hs[k]);
-                for r in 0..R {
-                    let t = xs[r] - m;
-                    acc[k][r] = madd::<FMA>(t * h, t, acc[k][r]);
+    let blocks = scorer.log_norm.len() / K;
+    debug_assert!(packed.len() >= d * R && scores.len() >= blocks * K * R);
+    let xp = packed.as_ptr();
+    let sp = scores.as_mut_ptr();
+    // SAFETY (whole body): all offsets stay inside the buffers described above.
+    unsafe {
+        for b in 0..blocks {
+            let mp = scorer.mean_blocked.as_ptr().add(b * d * K);
+            let hp = scorer.half_inv_var_blocked.as_ptr().add(b * d * K);
+            let mut acc = [[L::splat(0.0); RV]; K];
+            for j in 0..d {
+                let mut xv = [L::splat(0.0); RV];
+                for (v, xv) in xv.iter_mut().enumerate() {
+                    *xv = L::load(xp.add(j * R + v * L::LANES));
+                }
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let m = L::splat(*mp.add(j * K + k));
+                    let h = L::splat(*hp.add(j * K + k));
+                    for (a, &x) in acc.iter_mut().zip(&xv) {
+                        let t = L::sub(x, m);
+                        *a = L::fmadd(L::mul(t, h), t, *a);
+                    }
                 }
             }
-        }
-        for (k, lane_acc) in acc.iter().enumerate() {
-            let c = b * CLASS_BLOCK + k;
-            let k_c = scorer.log_norm[c];
-            for (s, a) in scores[c * R..(c + 1) * R].iter_mut().zip(lane_acc) {
-                *s = k_c - a;
+            for (k, acc) in acc.iter().enumerate() {
+                let c = b * K + k;
+                let k_c = L::splat(scorer.log_norm[c]);
+                for (v, &a) in acc.iter().enumerate() {
+                    L::store(sp.add(c * R + v * L::LANES), L::sub(k_c, a));
+                }
             }
         }
     }

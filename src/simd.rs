@@ -151,3 +151,188 @@ macro_rules! simd_dispatch {
         }
     }};
 }
+
+/// f64 vectors of one SIMD level, for kernels that block registers explicitly.
+///
+/// Every method is `#[inline(always)]`: a generic kernel body over `L: Lanes` is monomorphised
+/// and inlined whole into a `#[target_feature]` function of the matching level, so the
+/// intrinsics are compiled with that level's features. Methods are `unsafe` because the
+/// caller must run on a CPU with the level's features and pass pointers to `LANES` readable
+/// (or writable) f64 values.
+pub trait Lanes: Copy + Send + Sync + 'static {
+    /// One vector register.
+    type V: Copy;
+    /// f64 values per vector.
+    const LANES: usize;
+    /// Whether `fmadd` is one fused instruction.
+    const FMA: bool;
+    /// Every lane set to `v`.
+    unsafe fn splat(v: f64) -> Self::V;
+    /// Unaligned load of `LANES` values.
+    unsafe fn load(p: *const f64) -> Self::V;
+    /// Unaligned store of `LANES` values.
+    unsafe fn store(p: *mut f64, v: Self::V);
+    /// `a − b`.
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    /// `a · b`.
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// `a · b + c` (fused with FMA, else two roundings).
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+}
+
+/// Portable level: one f64 per "vector", no FMA.
+#[derive(Clone, Copy, Debug)]
+pub struct ScalarLanes;
+
+impl Lanes for ScalarLanes {
+    type V = f64;
+    const LANES: usize = 1;
+    const FMA: bool = false;
+    #[inline(always)]
+    unsafe fn splat(v: f64) -> f64 {
+        v
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f64) -> f64 {
+        // SAFETY: the caller guarantees `p` is readable.
+        unsafe { p.read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f64, v: f64) {
+        // SAFETY: the caller guarantees `p` is writable.
+        unsafe { p.write_unaligned(v) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: f64, b: f64) -> f64 {
+        a - b
+    }
+    #[inline(always)]
+    unsafe fn mul(a: f64, b: f64) -> f64 {
+        a * b
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: f64, b: f64, c: f64) -> f64 {
+        a * b + c
+    }
+}
+
+/// AVX2 + FMA: four f64 per `__m256d`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2Lanes;
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx2Lanes {
+    type V = std::arch::x86_64::__m256d;
+    const LANES: usize = 4;
+    const FMA: bool = true;
+    #[inline(always)]
+    unsafe fn splat(v: f64) -> Self::V {
+        // SAFETY (all methods): the caller runs with AVX2+FMA and valid pointers.
+        unsafe { std::arch::x86_64::_mm256_set1_pd(v) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f64) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_loadu_pd(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f64, v: Self::V) {
+        unsafe { std::arch::x86_64::_mm256_storeu_pd(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_sub_pd(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_mul_pd(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_fmadd_pd(a, b, c) }
+    }
+}
+
+/// AVX-512F: eight f64 per `__m512d`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512Lanes;
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx512Lanes {
+    type V = std::arch::x86_64::__m512d;
+    const LANES: usize = 8;
+    const FMA: bool = true;
+    #[inline(always)]
+    unsafe fn splat(v: f64) -> Self::V {
+        // SAFETY (all methods): the caller runs with AVX-512F and valid pointers.
+        unsafe { std::arch::x86_64::_mm512_set1_pd(v) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f64) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_loadu_pd(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f64, v: Self::V) {
+        unsafe { std::arch::x86_64::_mm512_storeu_pd(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_sub_pd(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_mul_pd(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_fmadd_pd(a, b, c) }
+    }
+}
+
+/// `exp(x)` for `x ≤ 0` (or −inf), branch-free so that loops over it vectorise.
+///
+/// Cody–Waite reduction `x = k·ln2 + r`, `|r| ≤ ln2/2`, then the degree-13 Taylor polynomial
+/// (truncation < 5e-18 relative) by Horner, then scaling by `2^k` in two exact-or-once-rounded
+/// steps so that subnormal results are rounded once. Error ≤ 2 ulp (measured ≤ 1 ulp against
+/// libm over [−745, 0] in the tests); exactly 0 below −745.2, where exp underflows to 0.
+#[inline(always)]
+pub fn exp_nonpositive<const FMA: bool>(x: f64) -> f64 {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    // ln 2 split so that k·LN2_HI is exact for |k| < 2^11.
+    const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    // 1.5·2^52: adding it rounds to an integer held in the low mantissa bits.
+    const SHIFTER: f64 = 6_755_399_441_055_744.0;
+    let xc = if x > -746.0 { x } else { -746.0 };
+    let t = madd::<FMA>(xc, LOG2E, SHIFTER);
+    let kf = t - SHIFTER;
+    let k = (t.to_bits() as i64).wrapping_sub(SHIFTER.to_bits() as i64);
+    let r = madd::<FMA>(-kf, LN2_HI, xc);
+    let r = madd::<FMA>(-kf, LN2_LO, r);
+    let mut p = 1.0 / 6_227_020_800.0;
+    for c in [
+        1.0 / 479_001_600.0,
+        1.0 / 39_916_800.0,
+        1.0 / 3_628_800.0,
+        1.0 / 362_880.0,
+        1.0 / 40_320.0,
+        1.0 / 5_040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = madd::<FMA>(p, r, c);
+    }
+    // 2^k = 2^k1 · 2^k2 with both factors normal for k ≥ −1076.
+    let k1 = k >> 1;
+    let k2 = k - k1;
+    let s1 = f64::from_bits(((k1 + 1023) as u64) << 52);
+    let s2 = f64::from_bits(((k2 + 1023) as u64) << 52);
+    let y = p * s1 * s2;
+    if x > -745.2 { y } else { 0.0 }
+}

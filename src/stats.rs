@@ -342,6 +342,9 @@ struct BlockScratch {
     sum: Vec<f64>,
     /// Per-class weighted squared deviations from the block mean.
     sq_dev: Vec<f64>,
+    /// Per-class weighted sums of deviations from the block mean (zero in exact arithmetic);
+    /// the corrected two-pass algorithm (Chan, Golub & LeVeque 1983) adds them back.
+    dev_sum: Vec<f64>,
     weight: Vec<f64>,
     seen: Vec<bool>,
     touched: Vec<usize>,
@@ -350,6 +353,7 @@ struct BlockScratch {
     global_has_shift: bool,
     global_sum: Vec<f64>,
     global_sq_dev: Vec<f64>,
+    global_dev_sum: Vec<f64>,
     codes: Vec<usize>,
     row_weights: Vec<f64>,
     /// Row-major f64 copy of one block, for layouts without contiguous rows or columns.
@@ -363,6 +367,7 @@ impl BlockScratch {
             has_shift: vec![false; n_classes],
             sum: vec![0.0; n_classes * d],
             sq_dev: vec![0.0; n_classes * d],
+            dev_sum: vec![0.0; n_classes * d],
             weight: vec![0.0; n_classes],
             seen: vec![false; n_classes],
             touched: Vec::with_capacity(n_classes.min(block)),
@@ -370,6 +375,7 @@ impl BlockScratch {
             global_has_shift: false,
             global_sum: vec![0.0; d],
             global_sq_dev: vec![0.0; d],
+            global_dev_sum: vec![0.0; d],
             codes: Vec::with_capacity(block),
             row_weights: Vec::with_capacity(block),
             packed: Vec::new(),
@@ -622,7 +628,8 @@ fn rows_kernel<'r, E: Element, const FMA: bool>(
     for i in 0..rows {
         let c = scratch.codes[i];
         let row = &row_at(i)[..d];
-        if scratch.touch(c) {
+        // A zero-weight row must not become the shift: it may lie far from the class.
+        if scratch.touch(c) && (!weighted || scratch.row_weights[i] > 0.0) {
             for (k, &v) in scratch.shift[span(c)].iter_mut().zip(row) {
                 *k = v.to_f64();
             }
@@ -663,22 +670,27 @@ fn rows_kernel<'r, E: Element, const FMA: bool>(
         let row = &row_at(i)[..d];
         let shift = &scratch.shift[span(c)];
         let mean = &scratch.sum[span(c)];
-        let sq = &mut scratch.sq_dev[span(c)];
+        let sq = scratch.sq_dev[span(c)].iter_mut().zip(&mut scratch.dev_sum[span(c)]);
         if weighted {
             let w = scratch.row_weights[i];
-            for (((q, &m), &k), &v) in sq.iter_mut().zip(mean).zip(shift).zip(row) {
+            for (((q, e), &m), (&k, &v)) in sq.zip(mean).zip(shift.iter().zip(row)) {
                 let t = (v.to_f64() - k) - m;
-                *q = madd::<FMA>(w * t, t, *q);
+                let wt = w * t;
+                *q = madd::<FMA>(wt, t, *q);
+                *e += wt;
             }
-            let global = scratch.global_sq_dev.iter_mut().zip(&scratch.global_sum);
-            for ((q, &m), (&k, &v)) in global.zip(scratch.global_shift.iter().zip(row)) {
+            let global = scratch.global_sq_dev.iter_mut().zip(&mut scratch.global_dev_sum);
+            let centre = scratch.global_sum.iter().zip(&scratch.global_shift);
+            for (((q, e), (&m, &k)), &v) in global.zip(centre).zip(row) {
                 let t = (v.to_f64() - k) - m;
                 *q = madd::<FMA>(t, t, *q);
+                *e += t;
             }
         } else {
-            for (((q, &m), &k), &v) in sq.iter_mut().zip(mean).zip(shift).zip(row) {
+            for (((q, e), &m), (&k, &v)) in sq.zip(mean).zip(shift.iter().zip(row)) {
                 let t = (v.to_f64() - k) - m;
                 *q = madd::<FMA>(t, t, *q);
+                *e += t;
             }
         }
     }
@@ -695,7 +707,7 @@ fn cols_kernel<'r, E: Element, const FMA: bool>(
 ) {
     for i in 0..rows {
         let c = scratch.codes[i];
-        if scratch.touch(c) {
+        if scratch.touch(c) && (!weighted || scratch.row_weights[i] > 0.0) {
             for j in 0..d {
                 scratch.shift[c * d + j] = col_at(j)[i].to_f64();
             }
@@ -735,31 +747,68 @@ fn cols_kernel<'r, E: Element, const FMA: bool>(
         let col = &col_at(j)[..rows];
         if weighted {
             let (global_mean, global_shift) = (scratch.global_sum[j], scratch.global_shift[j]);
-            let mut global = 0.0;
+            let (mut global, mut global_dev) = (0.0, 0.0);
             for ((&c, &w), &v) in scratch.codes.iter().zip(&scratch.row_weights).zip(col) {
                 let at = c * d + j;
                 let t = (v.to_f64() - scratch.shift[at]) - scratch.sum[at];
-                scratch.sq_dev[at] = madd::<FMA>(w * t, t, scratch.sq_dev[at]);
+                let wt = w * t;
+                scratch.sq_dev[at] = madd::<FMA>(wt, t, scratch.sq_dev[at]);
+                scratch.dev_sum[at] += wt;
                 let g = (v.to_f64() - global_shift) - global_mean;
                 global = madd::<FMA>(g, g, global);
+                global_dev += g;
             }
             scratch.global_sq_dev[j] = global;
+            scratch.global_dev_sum[j] = global_dev;
         } else {
             for (&c, &v) in scratch.codes.iter().zip(col) {
                 let at = c * d + j;
                 let t = (v.to_f64() - scratch.shift[at]) - scratch.sum[at];
                 scratch.sq_dev[at] = madd::<FMA>(t, t, scratch.sq_dev[at]);
+                scratch.dev_sum[at] += t;
             }
         }
     }
 }
 
+/// Apply the corrected two-pass correction to one group of a block and turn `shift + mean` into
+/// a normalised double-double: afterwards the block mean is `shift + sum` (high, low parts) to
+/// about `u²`, even when `shift` and the mean cancel, and `sq_dev` is the corrected sum.
+#[inline]
+fn correct_block_group(
+    weight: f64,
+    shift: &mut [f64],
+    sum: &mut [f64],
+    sq_dev: &mut [f64],
+    dev_sum: &mut [f64],
+) {
+    if weight <= 0.0 {
+        return;
+    }
+    let inv = 1.0 / weight;
+    for (((k, s), q), e) in shift.iter_mut().zip(sum.iter_mut()).zip(sq_dev).zip(dev_sum) {
+        let correction = *e * inv;
+        *q = (*q - correction * *e).max(0.0);
+        let (hi, lo) = two_sum(*k, *s);
+        *k = hi;
+        *s = lo + correction;
+        *e = 0.0;
+    }
+}
+
 /// Merge a finished block into the chunk totals, move each shift to the new running mean, and
-/// reset the block's scratch. The block mean is `K + D` exactly, passed as a double-double.
+/// reset the block's scratch. The block mean is `K + D + correction`, passed as a double-double.
 fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, weighted: bool) {
     let d = stats.classes.n_features;
     for &c in &scratch.touched {
         let span = c * d..(c + 1) * d;
+        correct_block_group(
+            scratch.weight[c],
+            &mut scratch.shift[span.clone()],
+            &mut scratch.sum[span.clone()],
+            &mut scratch.sq_dev[span.clone()],
+            &mut scratch.dev_sum[span.clone()],
+        );
         let classes = &mut stats.classes;
         merge_group(
             GroupMut {
@@ -777,12 +826,20 @@ fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, 
             scratch.shift[span.clone()].copy_from_slice(&classes.mean[span.clone()]);
         }
         scratch.sum[span.clone()].fill(0.0);
+        scratch.dev_sum[span.clone()].fill(0.0);
         scratch.sq_dev[span].fill(0.0);
         scratch.weight[c] = 0.0;
         scratch.seen[c] = false;
     }
     scratch.touched.clear();
     if weighted && rows > 0 {
+        correct_block_group(
+            rows as f64,
+            &mut scratch.global_shift,
+            &mut scratch.global_sum,
+            &mut scratch.global_sq_dev,
+            &mut scratch.global_dev_sum,
+        );
         let global = &mut stats.global;
         merge_group(
             GroupMut {
@@ -799,6 +856,7 @@ fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, 
         scratch.global_shift.copy_from_slice(&global.mean);
         scratch.global_sum.fill(0.0);
         scratch.global_sq_dev.fill(0.0);
+        scratch.global_dev_sum.fill(0.0);
     }
 }
 

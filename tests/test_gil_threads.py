@@ -11,7 +11,9 @@ polls with ``time.sleep`` (which releases the GIL) until it observes ``started``
 forced switches, the only way the main thread can run while ``started and not done`` is that
 ``call()`` itself released the GIL; if the call held the GIL, the main thread could only run
 again after the worker finished (``done`` already True). So the observation "started and
-not done" is a proof, not a timing-dependent likelihood.
+not done" is a proof, not a timing-dependent likelihood. (The Python wrappers do no
+GIL-releasing numpy work for these inputs: float32 native X, int64 labels, n_classes given,
+tiny parameter arrays, so the release observed is the Rust one.)
 
 While the call is running, the main thread then runs a pure-Python counter; it pauses with
 ``time.sleep(0)`` every few hundred increments (releasing the GIL so the worker can take it

@@ -372,7 +372,7 @@ def test_out_aliasing_the_input_is_rejected_or_correct() -> None:
 def test_bad_variance_raises_value_error(kind: str, bad: float) -> None:
     var = np.ones((2, 3))
     var[1, 2] = bad
-    with pytest.raises(ValueError, match="class 1, feature 2|variance"):
+    with pytest.raises(ValueError, match=r"class 1, feature 2|variance"):
         ALL_SCORERS[kind](np.zeros((4, 3)), np.zeros((2, 3)), var, np.log([0.5, 0.5]))
     with pytest.raises(ValueError):
         GaussianScorer(np.zeros((2, 3)), var, np.log([0.5, 0.5]))
@@ -443,6 +443,18 @@ def test_non_numeric_x_is_type_error(kind: str) -> None:
     mean, var, log_prior = np.zeros((2, 2)), np.ones((2, 2)), np.log([0.5, 0.5])
     with pytest.raises(TypeError):
         ALL_SCORERS[kind](np.zeros((3, 2), dtype=np.complex64), mean, var, log_prior)
+
+
+@pytest.mark.parametrize("name", ["mean", "var", "log_prior"])
+def test_complex_parameters_are_rejected(name: str) -> None:
+    # A complex mean/var/log_prior must not be silently truncated to its real part
+    # (X of complex dtype is a TypeError, so the parameters should be too).
+    params = {"mean": np.zeros((2, 2)), "var": np.ones((2, 2)), "log_prior": np.log([0.5, 0.5])}
+    params[name] = params[name] + 1j
+    with pytest.raises((TypeError, ValueError)):
+        joint_log_likelihood(np.zeros((3, 2)), **params)
+    with pytest.raises((TypeError, ValueError)):
+        make_scorer(**params)
 
 
 @pytest.mark.parametrize("n_threads", [-1, -8])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import re
 
@@ -105,7 +106,7 @@ def test_features_spanning_1e_minus100_to_1e100() -> None:
 
 def test_sample_weights_spanning_12_orders_of_magnitude() -> None:
     rng = np.random.default_rng(4)
-    x = rng.normal(size=(200, 3)) + [0.0, 50.0, -3.0]
+    x = rng.normal(size=(200, 3)) + np.array([0.0, 50.0, -3.0])
     y = rng.integers(0, 3, size=200)
     w = 10.0 ** rng.uniform(-6, 6, size=200)
     stats = class_stats(x, y, sample_weight=w)
@@ -255,7 +256,7 @@ def merged_parts(
 ) -> ClassStats:
     n_classes = int(y.max()) + 1
     total = ClassStats.empty(n_classes, x.shape[1])
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+    for lo, hi in itertools.pairwise(cuts):
         part_w = None if w is None else w[lo:hi]
         total = total + class_stats(x[lo:hi], y[lo:hi], n_classes, sample_weight=part_w)
     return total
@@ -311,7 +312,7 @@ def test_merge_with_huge_offset_is_exact_up_to_the_rounding_of_the_stored_means(
     cuts = random_cuts(rng, n)
     total = ClassStats.empty(3, 2)
     propagated = np.zeros((3, 2))
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+    for lo, hi in itertools.pairwise(cuts):
         part = exact_stats_as_classstats(x[lo:hi], y[lo:hi], 3)
         propagated += merge_rounding_bound(total.weight, total.mean, part.weight, part.mean)
         total = total + part
@@ -380,7 +381,7 @@ def test_pickle_round_trip() -> None:
 
 
 def nonfinite_cases() -> list[tuple[str, np.ndarray, int, int]]:
-    """(description, X, row, column) where (row, column) is the LOGICAL position of the bad value."""
+    """(description, X, row, column); (row, column) is the LOGICAL position of the bad value."""
     base = np.arange(24, dtype=np.float64).reshape(6, 4)
     cases = []
     for bad in (np.nan, np.inf, -np.inf):

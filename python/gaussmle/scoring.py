@@ -18,10 +18,17 @@ def make_scorer(mean: Any, var: Any, log_prior: Any) -> _core.GaussianScorer:
     between threads. ``var`` must be finite and strictly positive (a zero variance is a
     ``ValueError``: add smoothing); ``log_prior`` may be ``-inf`` for impossible classes.
     """
-    mean_arr = np.ascontiguousarray(mean, dtype=np.float64)
-    var_arr = np.ascontiguousarray(var, dtype=np.float64)
-    prior_arr = np.ascontiguousarray(log_prior, dtype=np.float64)
-    return _core.GaussianScorer(mean_arr, var_arr, prior_arr)
+    return _core.GaussianScorer(
+        _parameter(mean, "mean"), _parameter(var, "var"), _parameter(log_prior, "log_prior")
+    )
+
+
+def _parameter(values: Any, name: str) -> npt.NDArray[np.float64]:
+    """Model parameters as contiguous float64 (they are small); only real numbers are accepted."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float64)
 
 
 def joint_log_likelihood(
