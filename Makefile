@@ -29,7 +29,7 @@ demo: install ## Set everything up and run the skittles demo
 	$(PY) -m gaussmle demo
 
 .PHONY: lint
-lint: $(VENV)/.deps ## Lint Rust (fmt, clippy) and Python (ruff, mypy --strict, stubtest)
+lint: install ## Lint Rust (fmt, clippy) and Python (ruff, mypy --strict, stubtest of the built module)
 	cargo fmt --check
 	cargo clippy --all-targets --all-features -- -D warnings
 	cargo clippy --all-targets --no-default-features -- -D warnings

@@ -16,6 +16,16 @@ F64 = npt.NDArray[np.float64]
 MomentsTuple = tuple[F64, F64, F64, F64]
 
 
+def _native(a: F64) -> F64:
+    """``a`` as native, aligned float64 (a copy only if needed).
+
+    Arrays deserialised by Dask/distributed (pickle protocol 5 buffers) can be unaligned,
+    which the Rust kernels refuse; statistics are small, so copying them is free.
+    """
+    out: F64 = np.require(a, dtype=np.float64, requirements=["ALIGNED"])
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class ClassStats:
     """Sufficient statistics of one diagonal Gaussian per class.
@@ -79,15 +89,15 @@ class ClassStats:
 
     def _class_moments(self) -> MomentsTuple:
         lo = np.zeros_like(self.mean) if self.mean_lo is None else self.mean_lo
-        return (self.weight, self.mean, lo, self.m2)
+        return (_native(self.weight), _native(self.mean), _native(lo), _native(self.m2))
 
     def _global_moments(self) -> MomentsTuple:
         lo = np.zeros_like(self.global_mean) if self.global_mean_lo is None else self.global_mean_lo
         return (
             np.array([float(self.global_count)]),
-            self.global_mean[None, :],
-            lo[None, :],
-            self.global_m2[None, :],
+            _native(self.global_mean)[None, :],
+            _native(lo)[None, :],
+            _native(self.global_m2)[None, :],
         )
 
     def merge(self, other: ClassStats) -> ClassStats:
@@ -104,6 +114,12 @@ class ClassStats:
 
     def __add__(self, other: ClassStats) -> ClassStats:
         return self.merge(other)
+
+    def __radd__(self, other: object) -> ClassStats:
+        # Lets ``sum(parts)`` work: Python's sum starts from the integer 0.
+        if isinstance(other, int) and other == 0:
+            return self
+        return NotImplemented
 
     @classmethod
     def empty(cls, n_classes: int, n_features: int) -> ClassStats:
