@@ -1,0 +1,661 @@
+"""Fit and score Gaussian naive Bayes on Dask collections, without moving the data.
+
+Install with ``pip install gaussmle[dask]``; the rest of gaussmle never imports Dask.
+
+How :meth:`GaussianNB.fit` works
+--------------------------------
+1. Unless ``classes=`` is given, the labels are found with one cheap distributed pass
+   (:func:`dask.array.unique` or ``Series.drop_duplicates``); only the unique labels reach
+   the client.
+2. Every row block (array chunk or DataFrame partition) is reduced **on the worker that holds
+   it** by the Rust kernel :func:`gaussmle.class_stats` to a :class:`~gaussmle.ClassStats`,
+   whose size is ``O(n_classes * n_features)`` whatever the number of rows.
+3. The per-block statistics are merged by a tree of tasks whose shape depends only on the
+   number of blocks (``split_every`` children per node, merged left to right), so the result
+   is bit-identical from run to run and from one cluster size to another.
+4. The one merged ``ClassStats`` travels to the client and becomes a plain
+   :class:`gaussmle.GaussianNB` through :meth:`~gaussmle.GaussianNB.from_class_stats`.
+
+The merge is the exact double-double Chan/Schubert-Gertz update, so the model equals
+``gaussmle.GaussianNB().fit(X.compute(), y.compute())`` to ~1e-15 relative, also for data
+far from zero (offsets like 1e6) and for any chunking.
+
+Prediction on a Dask collection is lazy: each row block is scored where it lives by the Rust
+scorer (:func:`dask.array.map_blocks`), and the fitted model (a few kilobytes) is the only
+thing shipped to the workers.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+try:
+    import dask as _dask
+    import dask.array as _da
+    import dask.sizeof as _dask_sizeof
+except ImportError as exc:  # pragma: no cover - exercised only without dask
+    raise ImportError(
+        "gaussmle.dask needs Dask; install it with `pip install gaussmle[dask]`"
+    ) from exc
+
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from gaussmle import _core
+from gaussmle._labels import encode, sorted_classes
+from gaussmle.stats import ClassStats, class_stats
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from gaussmle.estimator import GaussianNB as LocalGaussianNB
+
+__all__ = ["GaussianNB", "class_stats_delayed"]
+
+AnyArray = npt.NDArray[Any]
+#: Dask is only partly typed; its objects are handled as ``Any`` here.
+DaskArray = Any
+Delayed = Any
+dask: Any = _dask
+da: Any = _da
+
+
+def _sizeof_class_stats(stats: ClassStats) -> int:
+    """Let Dask account for the real size of a ClassStats (its arrays), not ~50 bytes."""
+    arrays = (stats.weight, stats.mean, stats.m2, stats.global_mean, stats.global_m2)
+    extra = (stats.mean_lo, stats.global_mean_lo)
+    return 64 + sum(a.nbytes for a in arrays) + sum(a.nbytes for a in extra if a is not None)
+
+
+_sizeof: Any = _dask_sizeof.sizeof
+_sizeof.register(ClassStats)(_sizeof_class_stats)
+
+
+# ---------------------------------------------------------------------------- input handling
+
+
+def _dataframe_types() -> tuple[type, type]:
+    """``(dask DataFrame, dask Series)``, or two never-matching types without dask.dataframe."""
+    try:
+        import dask.dataframe as dd
+    except ImportError:  # pragma: no cover - pandas missing
+
+        class _Never:
+            pass
+
+        return _Never, _Never
+    return dd.DataFrame, dd.Series
+
+
+def _is_frame(obj: Any) -> bool:
+    frame, series = _dataframe_types()
+    return isinstance(obj, frame | series)
+
+
+def _frame_to_array(obj: Any) -> DaskArray:
+    """A dask DataFrame/Series as a dask array with known chunk lengths (one cheap pass)."""
+    return obj.to_dask_array(lengths=True)
+
+
+def _frame_model_dtype(frame: Any) -> np.dtype[Any]:
+    """float32 when every column is float32 (as scikit-learn's ``check_array``), else float64."""
+    dtypes = list(frame.dtypes) if hasattr(frame, "columns") else [frame.dtype]
+    if dtypes and all(isinstance(d, np.dtype) and d == np.float32 for d in dtypes):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _array_model_dtype(x: DaskArray) -> np.dtype[Any]:
+    return np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
+
+
+def _feature_names(frame: Any) -> AnyArray | None:
+    """Column names when they are all strings (as scikit-learn's ``feature_names_in_``)."""
+    columns = getattr(frame, "columns", None)
+    if columns is None:
+        return None
+    names = list(columns)
+    if names and all(isinstance(n, str) for n in names):
+        return np.asarray(names, dtype=object)
+    return None
+
+
+def _as_dask_array(obj: Any, name: str) -> DaskArray:
+    if isinstance(obj, da.Array):
+        return obj
+    if _is_frame(obj):
+        return _frame_to_array(obj)
+    if isinstance(obj, np.ndarray) or hasattr(obj, "__array__"):
+        return da.asarray(np.asarray(obj))
+    raise TypeError(f"{name} must be a dask array, a dask DataFrame/Series or an ndarray")
+
+
+def _to_numpy_block(block: Any, numeric: bool = True) -> AnyArray:
+    """A pandas partition or numpy chunk as an ndarray, copying only when dtypes force it.
+
+    Labels (``numeric=False``) keep their values (e.g. Arrow strings become objects).
+    """
+    if isinstance(block, np.ndarray):
+        return block
+    to_numpy = getattr(block, "to_numpy", None)
+    if to_numpy is None or not numeric:
+        return np.asarray(block)
+    dtypes = list(block.dtypes) if hasattr(block, "columns") else [block.dtype]
+    if all(isinstance(d, np.dtype) for d in dtypes):
+        result: AnyArray = to_numpy()
+        return result
+    # Nullable/extension dtypes: missing values become NaN, which the Rust pass rejects.
+    result = to_numpy(dtype=np.float64, na_value=np.nan)
+    return result
+
+
+# ---------------------------------------------------------------------------- worker tasks
+
+
+def _block_stats(
+    x: Any,
+    y: Any,
+    w: Any,
+    classes: AnyArray,
+    n_features: int,
+    block_index: int,
+    row_offset: int | None,
+    n_threads: int | None,
+) -> ClassStats:
+    """Reduce one row block to its ClassStats (runs on a worker)."""
+    try:
+        xb = _to_numpy_block(x)
+        yb = _to_numpy_block(y, numeric=False).reshape(-1)
+        wb = None if w is None else np.asarray(_to_numpy_block(w), dtype=np.float64).reshape(-1)
+        if xb.ndim != 2 or xb.shape[1] != n_features:
+            raise ValueError(f"X block has shape {xb.shape}; expected (n, {n_features})")
+        if yb.shape[0] != xb.shape[0]:
+            raise ValueError(f"X block has {xb.shape[0]} rows but y block has {yb.shape[0]}")
+        if wb is not None and wb.shape[0] != xb.shape[0]:
+            raise ValueError(
+                f"X block has {xb.shape[0]} rows but sample_weight block has {wb.shape[0]}"
+            )
+        if xb.shape[0] == 0:
+            return ClassStats.empty(len(classes), n_features)
+        codes = encode(yb, classes)
+        return class_stats(xb, codes, len(classes), sample_weight=wb, n_threads=n_threads)
+    except ValueError as exc:
+        where = f"row block {block_index}"
+        if row_offset is not None:
+            where += f" (rows from {row_offset})"
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _merge_in_order(*parts: ClassStats) -> ClassStats:
+    """Merge statistics left to right (a fixed order: the result does not depend on timing)."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def _tree_merge(parts: Sequence[Delayed], split_every: int) -> Delayed:
+    """Merge delayed ClassStats with a tree of fan-in ``split_every`` in block order."""
+    merge = dask.delayed(_merge_in_order, pure=True)
+    level = list(parts)
+    while len(level) > 1:
+        level = [merge(*level[i : i + split_every]) for i in range(0, len(level), split_every)]
+    return level[0]
+
+
+def _row_blocks(
+    X: Any, y: Any, sample_weight: Any
+) -> tuple[list[Any], list[Any], list[Any] | None, list[int | None], int]:
+    """Aligned per-block delayed objects for X, y and weights, plus block row offsets."""
+    frames = _is_frame(X) and _is_frame(y)
+    if (
+        frames
+        and X.npartitions == y.npartitions
+        and (
+            sample_weight is None
+            or (_is_frame(sample_weight) and sample_weight.npartitions == X.npartitions)
+        )
+    ):
+        if not hasattr(X, "columns"):
+            raise ValueError("X must be 2-D: a dask DataFrame, not a Series")
+        n_features = len(X.columns)
+        xs = list(X.to_delayed())
+        ys = list(y.to_delayed())
+        ws = None if sample_weight is None else list(sample_weight.to_delayed())
+        return xs, ys, ws, [None] * len(xs), n_features
+
+    x = _as_dask_array(X, "X")
+    if x.ndim != 2:
+        raise ValueError(f"X must be 2-D; got {x.ndim}-D with shape {x.shape}")
+    yarr = _as_dask_array(y, "y")
+    if yarr.ndim == 2 and yarr.shape[1] == 1:
+        yarr = yarr[:, 0]
+    if yarr.ndim != 1:
+        raise ValueError(f"y must be 1-D; got shape {yarr.shape}")
+    if len(x.chunks[1]) > 1:
+        x = x.rechunk({1: -1})
+    row_chunks = x.chunks[0]
+    known = not any(math.isnan(c) for c in row_chunks)
+
+    def align(v: DaskArray, name: str) -> DaskArray:
+        if v.chunks[0] == row_chunks:
+            return v
+        if not known or any(math.isnan(c) for c in v.chunks[0]):
+            raise ValueError(
+                f"{name} and X have different or unknown row chunks; call "
+                "`.compute_chunk_sizes()` on both or give them the same chunks"
+            )
+        if v.shape[0] != x.shape[0]:
+            raise ValueError(f"{name} has {v.shape[0]} entries but X has {x.shape[0]} rows")
+        return v.rechunk((row_chunks,))
+
+    yarr = align(yarr, "y")
+    warr = None
+    if sample_weight is not None:
+        warr = align(_as_dask_array(sample_weight, "sample_weight"), "sample_weight")
+        if warr.ndim != 1:
+            raise ValueError(f"sample_weight must be 1-D; got shape {warr.shape}")
+    xs = [row[0] for row in x.to_delayed()]
+    ys = list(yarr.to_delayed())
+    ws = None if warr is None else list(warr.to_delayed())
+    offsets: list[int | None]
+    if known:
+        starts = np.concatenate([[0], np.cumsum(row_chunks)[:-1]]).astype(int).tolist()
+        offsets = list(starts)
+    else:
+        offsets = [None] * len(xs)
+    return xs, ys, ws, offsets, int(x.shape[1])
+
+
+def _n_threads(n_jobs: int | None) -> int | None:
+    if n_jobs is None or n_jobs > 0:
+        return n_jobs
+    return max(1, _core.default_n_threads() + 1 + int(n_jobs))
+
+
+def class_stats_delayed(
+    X: Any,
+    y: Any,
+    classes: Any,
+    *,
+    sample_weight: Any = None,
+    split_every: int = 8,
+    n_jobs: int | None = None,
+) -> Delayed:
+    """Lazy per-class statistics of a Dask collection: a Delayed :class:`~gaussmle.ClassStats`.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n_samples, n_features) or dask.dataframe.DataFrame
+    y : dask.array.Array of shape (n_samples,) or dask.dataframe.Series
+        Labels; every label must be in ``classes``.
+    classes : array_like
+        All class labels. Row ``i`` of the statistics belongs to ``sorted(classes)[i]``.
+    sample_weight : dask.array.Array or dask.dataframe.Series, optional
+    split_every : int, default=8
+        Fan-in of the merge tree.
+    n_jobs : int, optional
+        Rust threads per block task (``None``: all cores of the worker).
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computing it runs one ``class_stats`` task per row block on the workers and a fixed
+        merge tree; only the final ``ClassStats`` is sent to the caller.
+    """
+    if split_every < 2:
+        raise ValueError(f"split_every must be >= 2; got {split_every}")
+    cls_arr = sorted_classes(classes)
+    xs, ys, ws, offsets, n_features = _row_blocks(X, y, sample_weight)
+    if n_features < 1:
+        raise ValueError("X has no features")
+    if not xs:
+        raise ValueError("X has no row blocks")
+    classes_d = dask.delayed(cls_arr, pure=True)
+    block = dask.delayed(_block_stats, pure=True)
+    threads = _n_threads(n_jobs)
+    parts = [
+        block(
+            xs[i],
+            ys[i],
+            None if ws is None else ws[i],
+            classes_d,
+            n_features,
+            i,
+            offsets[i],
+            threads,
+        )
+        for i in range(len(xs))
+    ]
+    return _tree_merge(parts, split_every)
+
+
+def _discover_classes(y: Any) -> AnyArray:
+    """The sorted unique labels of ``y``, found on the workers (only uniques travel)."""
+    if _is_frame(y):
+        uniques = np.asarray(y.drop_duplicates().compute())
+    else:
+        yarr = _as_dask_array(y, "y")
+        uniques = np.asarray(da.unique(yarr.ravel()).compute())
+    if uniques.size == 0:
+        raise ValueError("y is empty")
+    return sorted_classes(uniques)
+
+
+# ---------------------------------------------------------------------------- prediction
+
+
+_FEATURE_NAME_WARNING = "X does not have valid feature names"
+
+
+def _score_block(block: AnyArray, model: LocalGaussianNB, method: str) -> AnyArray:
+    """Score one row block with the local model (runs on a worker)."""
+    with warnings.catch_warnings():
+        # Feature names were checked once on the client against the DataFrame's columns.
+        warnings.filterwarnings("ignore", message=_FEATURE_NAME_WARNING, category=UserWarning)
+        result: AnyArray = getattr(model, method)(block)
+    return result
+
+
+# ---------------------------------------------------------------------------- estimator
+
+
+class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """Gaussian naive Bayes fitted on Dask arrays or DataFrames, scored lazily.
+
+    Same parameters and fitted attributes as :class:`gaussmle.GaussianNB`; the fit reduces
+    every row block on the worker that holds it and only the per-class statistics travel.
+
+    Parameters
+    ----------
+    priors : array-like of shape (n_classes,), default=None
+        Prior probabilities of the classes; if given they are not adjusted to the data.
+    var_smoothing : float, default=1e-9
+        Portion of the largest unweighted feature variance added to every variance.
+    n_jobs : int, default=None
+        Rust threads per block task on the workers (and for local scoring). ``None`` uses
+        all cores of each worker; with several Dask threads per worker, ``n_jobs=1`` avoids
+        oversubscription. Results do not depend on it.
+    split_every : int, default=8
+        Fan-in of the merge tree over row blocks.
+
+    Attributes
+    ----------
+    estimator_ : gaussmle.GaussianNB
+        The fitted local estimator (see :meth:`to_local`).
+    classes_, class_count_, class_prior_, theta_, var_, epsilon_, n_features_in_, feature_names_in_
+        As in :class:`gaussmle.GaussianNB`.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from gaussmle.dask import GaussianNB
+    >>> X = da.random.default_rng(0).normal(size=(10_000, 4), chunks=(2_500, 4))
+    >>> y = (X[:, 0] > 0).astype(int)
+    >>> model = GaussianNB().fit(X, y)
+    >>> model.predict(X)  # lazy  # doctest: +ELLIPSIS
+    dask.array<...>
+    """
+
+    def __init__(
+        self,
+        *,
+        priors: npt.ArrayLike | None = None,
+        var_smoothing: float = 1e-9,
+        n_jobs: int | None = None,
+        split_every: int = 8,
+    ) -> None:
+        self.priors = priors
+        self.var_smoothing = var_smoothing
+        self.n_jobs = n_jobs
+        self.split_every = split_every
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, classes: Any = None) -> Self:
+        """Fit on a Dask collection, reducing each row block on its worker.
+
+        Parameters
+        ----------
+        X : dask.array.Array of shape (n_samples, n_features) or dask.dataframe.DataFrame
+            Training vectors (any row chunking; column chunks are joined). A numpy array is
+            wrapped in one chunk.
+        y : dask.array.Array of shape (n_samples,) or dask.dataframe.Series
+            Target values, chunked like X (rechunked if the chunk sizes are known).
+        sample_weight : dask.array.Array or dask.dataframe.Series, optional
+            Non-negative weights, chunked like X.
+        classes : array-like, optional
+            All class labels. If omitted they are found with one pass over ``y``. Classes
+            without any sample get a prior of 0 (as with ``partial_fit``).
+
+        Returns
+        -------
+        self : object
+
+        Raises
+        ------
+        ValueError
+            For NaN/inf in X (the message names the row block and the row and column within
+            it), labels not in ``classes``, negative weights or mismatched shapes. The
+            estimator is left unchanged.
+        """
+        from gaussmle.estimator import GaussianNB as LocalGaussianNB
+
+        cls_arr = _discover_classes(y) if classes is None else sorted_classes(classes)
+        if _is_frame(X):
+            dtype = _frame_model_dtype(X)
+            names = _feature_names(X)
+        else:
+            dtype = _array_model_dtype(_as_dask_array(X, "X"))
+            names = None
+        root = class_stats_delayed(
+            X,
+            y,
+            cls_arr,
+            sample_weight=sample_weight,
+            split_every=self.split_every,
+            n_jobs=self.n_jobs,
+        )
+        (stats,) = dask.compute(root)
+        local = LocalGaussianNB.from_class_stats(
+            stats,
+            cls_arr,
+            priors=self.priors,
+            var_smoothing=self.var_smoothing,
+            n_jobs=self.n_jobs,
+            dtype=dtype,
+            feature_names=names,
+        )
+        self.estimator_ = local
+        return self
+
+    def to_local(self) -> LocalGaussianNB:
+        """The fitted model as a plain, independent :class:`gaussmle.GaussianNB`.
+
+        Returns
+        -------
+        gaussmle.GaussianNB
+            A copy: fitting it further (``partial_fit``) does not change this estimator.
+        """
+        import copy
+
+        return copy.deepcopy(self._local())
+
+    def _local(self) -> LocalGaussianNB:
+        local: LocalGaussianNB | None = self.__dict__.get("estimator_")
+        if local is None:
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+        return local
+
+    # ------------------------------------------------------------------ fitted attributes
+
+    @property
+    def classes_(self) -> AnyArray:
+        return self._local().classes_
+
+    @property
+    def class_count_(self) -> AnyArray:
+        return self._local().class_count_
+
+    @property
+    def class_prior_(self) -> AnyArray:
+        return self._local().class_prior_
+
+    @property
+    def theta_(self) -> AnyArray:
+        return self._local().theta_
+
+    @property
+    def var_(self) -> AnyArray:
+        return self._local().var_
+
+    @property
+    def epsilon_(self) -> Any:
+        return self._local().epsilon_
+
+    @property
+    def n_features_in_(self) -> int:
+        return int(self._local().n_features_in_)
+
+    @property
+    def feature_names_in_(self) -> AnyArray:
+        return self._local().feature_names_in_
+
+    def get_class_stats(self) -> ClassStats:
+        """The merged sufficient statistics of all training rows."""
+        return self._local().get_class_stats()
+
+    # ------------------------------------------------------------------ prediction
+
+    def _lazy(self, X: Any, method: str) -> Any:
+        """Score ``X`` with ``method`` of the local model; lazy for Dask input."""
+        local = self._local()
+        if not (isinstance(X, da.Array) or _is_frame(X)):
+            return getattr(local, method)(X)
+        if _is_frame(X):
+            if not hasattr(X, "columns"):
+                raise ValueError("X must be 2-D: a dask DataFrame, not a Series")
+            self._check_columns(X, local)
+            x = X.to_dask_array()  # chunk lengths may be unknown: fine for map_blocks
+        else:
+            x = X
+        if x.ndim != 2:
+            raise ValueError(f"X must be 2-D; got {x.ndim}-D with shape {x.shape}")
+        if x.shape[1] != local.n_features_in_:
+            raise ValueError(
+                f"X has {x.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{local.n_features_in_} features as input."
+            )
+        if len(x.chunks[1]) > 1:
+            x = x.rechunk({1: -1})
+        # Output dtype: whatever the local model returns for this input dtype.
+        probe = _score_block(np.zeros((1, x.shape[1]), dtype=x.dtype), local, method)
+        model = dask.delayed(local, pure=True)
+        if method == "predict":
+            return x.map_blocks(
+                _score_block,
+                model,
+                method,
+                drop_axis=1,
+                chunks=(x.chunks[0],),
+                dtype=probe.dtype,
+                meta=np.empty((0,), dtype=probe.dtype),
+            )
+        n_classes = int(local.classes_.shape[0])
+        return x.map_blocks(
+            _score_block,
+            model,
+            method,
+            chunks=(x.chunks[0], (n_classes,)),
+            dtype=probe.dtype,
+            meta=np.empty((0, 0), dtype=probe.dtype),
+        )
+
+    @staticmethod
+    def _check_columns(X: Any, local: LocalGaussianNB) -> None:
+        fitted = local.__dict__.get("_fitted_state")
+        names = None if fitted is None else fitted.feature_names
+        given = _feature_names(X)
+        if names is None or given is None:
+            return
+        if list(names) != list(given):
+            raise ValueError(
+                "The feature names should match those that were passed during fit: "
+                f"fitted with {list(names)}, got {list(given)}"
+            )
+
+    def predict(self, X: Any) -> Any:
+        """Predicted class of every row; a lazy dask array for Dask input.
+
+        Parameters
+        ----------
+        X : dask.array.Array, dask.dataframe.DataFrame or array-like
+
+        Returns
+        -------
+        dask.array.Array or ndarray of shape (n_samples,)
+        """
+        return self._lazy(X, "predict")
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities; a lazy dask array for Dask input.
+
+        Returns
+        -------
+        dask.array.Array or ndarray of shape (n_samples, n_classes)
+        """
+        return self._lazy(X, "predict_proba")
+
+    def predict_log_proba(self, X: Any) -> Any:
+        """Log class probabilities; a lazy dask array for Dask input.
+
+        Returns
+        -------
+        dask.array.Array or ndarray of shape (n_samples, n_classes)
+        """
+        return self._lazy(X, "predict_log_proba")
+
+    def predict_joint_log_proba(self, X: Any) -> Any:
+        """Joint log-likelihood ``log P(x, y)``; a lazy dask array for Dask input.
+
+        Returns
+        -------
+        dask.array.Array or ndarray of shape (n_samples, n_classes)
+        """
+        return self._lazy(X, "predict_joint_log_proba")
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy on ``X, y`` (computed on the workers for Dask input).
+
+        Returns
+        -------
+        float
+        """
+        predicted = self.predict(X)
+        if not isinstance(predicted, da.Array):
+            from sklearn.metrics import accuracy_score
+
+            return float(accuracy_score(y, predicted, sample_weight=sample_weight))
+        truth = _as_dask_array(y, "y")
+        if (
+            any(math.isnan(c) for c in predicted.chunks[0])
+            or truth.chunks[0] != predicted.chunks[0]
+        ):
+            predicted = predicted.compute_chunk_sizes()
+            truth = truth.rechunk((predicted.chunks[0],))
+        hits = (predicted == truth).astype(np.float64)
+        if sample_weight is None:
+            return float(hits.mean().compute())
+        w = _as_dask_array(sample_weight, "sample_weight").rechunk((predicted.chunks[0],))
+        num, den = dask.compute((hits * w).sum(), w.sum())
+        return float(num / den)

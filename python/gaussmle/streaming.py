@@ -1,0 +1,394 @@
+"""Out-of-core fitting: stream batches through the Rust kernel, holding one batch at a time.
+
+:func:`fit_stream` accepts either
+
+* an iterable of ``(X_batch, y_batch)`` or ``(X_batch, y_batch, w_batch)`` tuples (a
+  generator reading a database, Parquet row groups, ...), or
+* a ``.npy`` file path (or an array, e.g. an existing ``np.memmap``) plus the labels as a
+  second ``.npy`` path or an array. The file is opened with ``np.load(mmap_mode="r")`` and
+  read in row batches; the pages of a batch are released from the process as soon as it is
+  reduced, so the resident memory stays about one batch even for files larger than RAM.
+
+Each batch is reduced by :func:`gaussmle.class_stats` to a :class:`~gaussmle.ClassStats` and
+merged exactly into a running total, so the streamed model equals an in-memory ``fit`` on all
+rows (to ~1e-15 relative). A rejected batch raises :class:`BatchError` naming its index; the
+model of all earlier batches is kept (``error.estimator``) and the stream can continue.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gaussmle import _core
+from gaussmle._arrays import as_float_array
+from gaussmle._labels import encode, sorted_classes
+from gaussmle.stats import ClassStats, class_stats
+
+if TYPE_CHECKING:
+    from gaussmle.estimator import GaussianNB
+
+__all__ = ["BatchError", "fit_stream", "iter_npy_batches"]
+
+AnyArray = npt.NDArray[Any]
+PathLike = str | os.PathLike[str]
+
+#: Default batch size for arrays and ``.npy`` files: about this many bytes of X per batch.
+DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
+
+
+class BatchError(ValueError):
+    """A batch of a stream was rejected (NaN/inf, unknown label, wrong shape, bad weights).
+
+    Attributes
+    ----------
+    batch_index : int
+        0-based index of the rejected batch in this call's stream.
+    rows_fitted : int
+        Rows of the earlier batches, all of which are in :attr:`estimator`.
+    estimator : gaussmle.GaussianNB or None
+        The model of every batch before the rejected one (the estimator passed to
+        :func:`fit_stream`, updated, if it was fitted), or None if no row was fitted yet.
+        Pass it as ``estimator=`` to continue with the rest of the stream.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        batch_index: int,
+        rows_fitted: int,
+        estimator: GaussianNB | None,
+    ) -> None:
+        super().__init__(message)
+        self.batch_index = batch_index
+        self.rows_fitted = rows_fitted
+        self.estimator = estimator
+
+
+# ---------------------------------------------------------------------------- .npy batches
+
+
+def _open_npy(source: PathLike | AnyArray, name: str) -> AnyArray:
+    if isinstance(source, str | os.PathLike):
+        arr: AnyArray = np.load(os.fspath(source), mmap_mode="r", allow_pickle=False)
+        return arr
+    return np.asarray(source) if not isinstance(source, np.ndarray) else source
+
+
+def _release(arr: AnyArray, start: int, stop: int) -> None:
+    """Drop the pages of rows ``start:stop`` of a C-ordered memmap from this process.
+
+    The pages stay in the OS page cache (nothing is lost: the mapping is read-only and
+    file-backed) but no longer count as resident memory of the process; without this, the
+    resident set of a sequential pass over a memmap grows to the whole file.
+    """
+    mm = getattr(arr, "_mmap", None)
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if not isinstance(mm, mmap.mmap) or advice is None or not arr.flags.c_contiguous:
+        return
+    if stop <= start or arr.ndim == 0:
+        return
+    row_bytes = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+    # np.memmap maps from the allocation-granularity boundary below the data offset.
+    base = int(getattr(arr, "offset", 0)) % mmap.ALLOCATIONGRANULARITY
+    page = mmap.PAGESIZE
+    first = base + start * row_bytes
+    last = min(base + stop * row_bytes, len(mm))
+    first -= first % page
+    if last <= first:
+        return
+    try:
+        mm.madvise(advice, first, last - first)
+    except (OSError, ValueError):  # pragma: no cover - best effort only
+        return
+
+
+def iter_npy_batches(
+    X: PathLike | AnyArray,
+    y: PathLike | AnyArray,
+    *,
+    sample_weight: PathLike | AnyArray | None = None,
+    batch_rows: int | None = None,
+) -> Iterator[tuple[AnyArray, AnyArray, AnyArray | None]]:
+    """Row batches of an array or a ``.npy`` file, releasing each batch's pages after use.
+
+    Parameters
+    ----------
+    X : str, path or ndarray of shape (n_samples, n_features)
+        A ``.npy`` file (opened with ``np.load(mmap_mode="r")``) or an array / memmap.
+    y : str, path or ndarray of shape (n_samples,)
+        Labels: a second ``.npy`` file (memory-mapped too) or an array.
+    sample_weight : str, path or ndarray of shape (n_samples,), optional
+    batch_rows : int, optional
+        Rows per batch; by default about 64 MiB of X per batch.
+
+    Yields
+    ------
+    tuple
+        ``(X_batch, y_batch, w_batch)``: read-only views into the file (``w_batch`` is None
+        without weights). A batch is valid until the next one is requested.
+    """
+    x = _open_npy(X, "X")
+    labels = _open_npy(y, "y")
+    weights = None if sample_weight is None else _open_npy(sample_weight, "sample_weight")
+    if x.ndim != 2:
+        raise ValueError(f"X must be 2-D; got shape {x.shape}")
+    n = x.shape[0]
+    for name, v in (("y", labels), ("sample_weight", weights)):
+        if v is not None and (v.ndim != 1 or v.shape[0] != n):
+            raise ValueError(f"{name} must be 1-D with {n} entries; got shape {v.shape}")
+    if batch_rows is None:
+        row_bytes = max(1, x.itemsize * x.shape[1])
+        batch_rows = max(1, DEFAULT_BATCH_BYTES // row_bytes)
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be >= 1; got {batch_rows}")
+    for start in range(0, n, batch_rows):
+        stop = min(n, start + batch_rows)
+        try:
+            yield (
+                x[start:stop],
+                labels[start:stop],
+                None if weights is None else weights[start:stop],
+            )
+        finally:
+            for v in (x, labels, weights):
+                if v is not None:
+                    _release(v, start, stop)
+
+
+# ---------------------------------------------------------------------------- the fit loop
+
+
+def _unpack(item: Any) -> tuple[Any, Any, Any]:
+    if not isinstance(item, tuple | list) or len(item) not in (2, 3):
+        raise ValueError(
+            "each batch must be a tuple (X_batch, y_batch) or (X_batch, y_batch, w_batch); "
+            f"got {type(item).__name__}"
+        )
+    if len(item) == 2:
+        return item[0], item[1], None
+    return item[0], item[1], item[2]
+
+
+def _column_names(X: Any) -> list[str] | None:
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = list(columns)
+    return names if names and all(isinstance(c, str) for c in names) else None
+
+
+def _n_threads(n_jobs: int | None) -> int | None:
+    if n_jobs is None or n_jobs > 0:
+        return n_jobs
+    return max(1, _core.default_n_threads() + 1 + int(n_jobs))
+
+
+def _progress_bar(enabled: bool, total: int | None) -> Any:
+    """A tqdm bar counting rows, or None (progress off, or tqdm not installed)."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    # disable=None: tqdm itself stays silent when stderr is not a terminal (CI, logs, pipes).
+    return tqdm(
+        total=total,
+        unit="rows",
+        unit_scale=True,
+        desc="gaussmle fit",
+        disable=None,
+        dynamic_ncols=True,
+    )
+
+
+def fit_stream(
+    batches: Iterable[Any] | PathLike | AnyArray,
+    y: PathLike | AnyArray | None = None,
+    *,
+    classes: Any = None,
+    sample_weight: PathLike | AnyArray | None = None,
+    estimator: GaussianNB | None = None,
+    batch_rows: int | None = None,
+    total_rows: int | None = None,
+    progress: bool = False,
+) -> GaussianNB:
+    """Fit a :class:`gaussmle.GaussianNB` on a stream of batches, out of core.
+
+    Parameters
+    ----------
+    batches : iterable of tuples, str, path or ndarray
+        Either an iterable of ``(X_batch, y_batch)`` / ``(X_batch, y_batch, w_batch)``
+        (consumed once, one batch in memory at a time), or the training matrix itself: a
+        ``.npy`` path (memory-mapped) or an array, read in batches of ``batch_rows`` rows.
+    y : str, path or ndarray, optional
+        Labels when ``batches`` is a path or an array: a ``.npy`` path or an array.
+    classes : array-like, optional
+        All class labels. Required for an iterable of batches unless ``estimator`` is fitted
+        (then its ``classes_`` are used); for a path/array it defaults to the unique labels
+        of ``y`` (one pass over the labels only).
+    sample_weight : str, path or ndarray, optional
+        Weights when ``batches`` is a path or an array (with an iterable, give ``w_batch``
+        in the tuples instead).
+    estimator : gaussmle.GaussianNB, optional
+        A fitted estimator to continue (updated in place and returned) or an unfitted one
+        whose parameters (``priors``, ``var_smoothing``, ``n_jobs``) are used for the new
+        model. Default: ``GaussianNB()``.
+    batch_rows : int, optional
+        Rows per batch for a path/array; default about 64 MiB of X.
+    total_rows : int, optional
+        Total rows, for the progress bar of an iterable (known for a path/array).
+    progress : bool, default=False
+        Show a tqdm progress bar (rows, rows/s, elapsed) if tqdm is installed. tqdm stays
+        silent when stderr is not a terminal.
+
+    Returns
+    -------
+    gaussmle.GaussianNB
+        The model of all rows: equal (to ~1e-15 relative) to ``fit`` on the concatenation.
+
+    Raises
+    ------
+    BatchError
+        If a batch is rejected; ``error.batch_index`` names it and ``error.estimator`` holds
+        the model of every earlier batch. With a generator or iterator, continue after the
+        bad batch with ``fit_stream(it, estimator=error.estimator, ...)``.
+    ValueError
+        If the stream holds no rows, ``classes`` is missing or conflicts with ``estimator``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gaussmle.streaming import fit_stream
+    >>> rng = np.random.default_rng(0)
+    >>> batches = ((rng.normal(size=(100, 3)), rng.integers(0, 2, 100)) for _ in range(5))
+    >>> model = fit_stream(batches, classes=[0, 1])
+    >>> int(model.class_count_.sum())
+    500
+    """
+    from gaussmle.estimator import GaussianNB
+
+    template = GaussianNB() if estimator is None else estimator
+    fitted = "_fitted_state" in template.__dict__
+    items: Iterable[Any]
+    if isinstance(batches, str | os.PathLike | np.ndarray):
+        if y is None:
+            raise ValueError("y (labels: a .npy path or an array) is required with a matrix")
+        labels = _open_npy(y, "y")
+        if classes is None and not fitted:
+            classes = np.unique(labels)
+        x_arr = _open_npy(batches, "X")
+        if total_rows is None:
+            total_rows = int(x_arr.shape[0])
+        items = iter_npy_batches(x_arr, labels, sample_weight=sample_weight, batch_rows=batch_rows)
+    else:
+        if y is not None or sample_weight is not None:
+            raise ValueError(
+                "y and sample_weight are for a matrix source; an iterable yields "
+                "(X_batch, y_batch[, w_batch]) tuples"
+            )
+        items = batches
+
+    if fitted:
+        model_classes = np.asarray(template.classes_)
+        if classes is not None and not np.array_equal(sorted_classes(classes), model_classes):
+            raise ValueError(
+                f"classes {np.asarray(classes)!r} differ from the estimator's classes_ "
+                f"{model_classes!r}"
+            )
+        cls_arr = model_classes
+        n_features: int | None = int(template.n_features_in_)
+        dtype: np.dtype[Any] | None = np.dtype(template.theta_.dtype)
+        names = list(template.feature_names_in_) if hasattr(template, "feature_names_in_") else None
+    else:
+        if classes is None:
+            raise ValueError("classes must be given to stream batches into an unfitted model")
+        cls_arr = sorted_classes(classes)
+        n_features = None
+        dtype = None
+        names = None
+
+    threads = _n_threads(template.n_jobs)
+    total: ClassStats | None = None
+    rows = 0
+    bar = _progress_bar(progress, total_rows)
+
+    def publish() -> GaussianNB | None:
+        """Turn the statistics so far into the model (None if there are none)."""
+        if total is None or not total.global_count > 0:
+            return template if fitted else None
+        if fitted:
+            return template.partial_fit_stats(total)
+        return GaussianNB.from_class_stats(
+            total,
+            cls_arr,
+            priors=template.priors,
+            var_smoothing=template.var_smoothing,
+            n_jobs=template.n_jobs,
+            dtype=dtype if dtype is not None else np.float64,
+            feature_names=names,
+        )
+
+    index = -1
+    try:
+        for index, item in enumerate(items):
+            try:
+                xb, yb, wb = _unpack(item)
+                batch_names = _column_names(xb)
+                x = as_float_array(np.asarray(xb))
+                if x.shape[1] == 0:
+                    raise ValueError(f"X has 0 features (shape {x.shape})")
+                if n_features is None:
+                    n_features = int(x.shape[1])
+                    dtype = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
+                    names = batch_names
+                elif x.shape[1] != n_features:
+                    raise ValueError(f"X has {x.shape[1]} features; expected {n_features}")
+                elif batch_names is not None and names is not None and batch_names != names:
+                    raise ValueError(
+                        f"feature names {batch_names} differ from those of the first batch {names}"
+                    )
+                codes = encode(np.asarray(yb).reshape(-1), cls_arr)
+                if codes.shape[0] != x.shape[0]:
+                    raise ValueError(f"y has {codes.shape[0]} labels but X has {x.shape[0]} rows")
+                w = None if wb is None else np.asarray(wb, dtype=np.float64).reshape(-1)
+                stats = class_stats(x, codes, len(cls_arr), sample_weight=w, n_threads=threads)
+            except (ValueError, TypeError) as exc:
+                try:
+                    published = publish()
+                except ValueError:  # e.g. every earlier row had weight 0: no model yet
+                    published = None
+                raise BatchError(
+                    f"batch {index} was rejected ({rows} rows of earlier batches are kept in "
+                    f"the model): {exc}",
+                    batch_index=index,
+                    rows_fitted=rows,
+                    estimator=published,
+                ) from exc
+            total = stats if total is None else total + stats
+            rows += int(x.shape[0])
+            if bar is not None:
+                bar.update(int(x.shape[0]))
+    except BatchError:
+        raise
+    except BaseException:
+        # The source failed or the user interrupted (Ctrl-C): keep what was fitted so far in
+        # a fitted estimator that was passed in, then let the exception through.
+        if fitted:
+            publish()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    result = publish()
+    if result is None:
+        raise ValueError(f"the stream held no rows ({index + 1} batches)")
+    return result

@@ -1,0 +1,233 @@
+"""Out-of-core fitting: streamed == in-memory, bounded memory on a large memmap, bad batches."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gaussmle
+import numpy as np
+import pytest
+from gaussmle.streaming import BatchError, fit_stream, iter_npy_batches
+
+psutil = pytest.importorskip("psutil")
+
+ATTRS = ("theta_", "var_", "class_count_", "class_prior_", "epsilon_")
+
+
+def assert_same_model(got: Any, want: Any, rtol: float = 1e-12) -> None:
+    np.testing.assert_array_equal(got.classes_, want.classes_)
+    for name in ATTRS:
+        a, b = np.asarray(getattr(got, name)), np.asarray(getattr(want, name))
+        assert a.dtype == b.dtype, name
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=0, err_msg=name)
+
+
+def make_data(
+    n: int = 30_000, d: int = 7, k: int = 4, offset: float = 1e6, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    X = offset + rng.normal(size=(n, d)) + y[:, None]
+    w = rng.random(n)
+    return X, y, w
+
+
+def batches_of(*arrays: np.ndarray, sizes: list[int]) -> Iterator[tuple[np.ndarray, ...]]:
+    start = 0
+    for size in sizes:
+        yield tuple(a[start : start + size] for a in arrays)
+        start += size
+
+
+UNEVEN = [1, 4999, 37, 12_000, 3, 7_960, 5_000]  # sums to 30_000
+
+
+def test_streamed_equals_in_memory_fit_at_large_offset() -> None:
+    X, y, _ = make_data()
+    model = fit_stream(batches_of(X, y, sizes=UNEVEN), classes=[0, 1, 2, 3])
+    assert_same_model(model, gaussmle.GaussianNB().fit(X, y))
+
+
+def test_streamed_weights_and_string_labels() -> None:
+    X, y, w = make_data(seed=1)
+    labels = np.array(["ant", "bee", "cat", "dog"])[y]
+    model = fit_stream(batches_of(X, labels, w, sizes=UNEVEN), classes=["dog", "cat", "bee", "ant"])
+    assert_same_model(model, gaussmle.GaussianNB().fit(X, labels, sample_weight=w))
+
+
+def test_stream_continues_a_fitted_estimator_in_place() -> None:
+    X, y, _ = make_data(seed=2)
+    first = gaussmle.GaussianNB(var_smoothing=1e-6).fit(X[:10_000], y[:10_000])
+    rest = batches_of(X[10_000:], y[10_000:], sizes=[5_000] * 4)
+    result = fit_stream(rest, estimator=first)
+    assert result is first
+    assert_same_model(first, gaussmle.GaussianNB(var_smoothing=1e-6).fit(X, y))
+
+
+def test_npy_paths_float32(tmp_path: Path) -> None:
+    X, y, w = make_data(n=50_001, seed=3)
+    X32 = X.astype(np.float32)
+    np.save(tmp_path / "X.npy", X32)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "w.npy", w)
+    model = fit_stream(
+        tmp_path / "X.npy", tmp_path / "y.npy", sample_weight=tmp_path / "w.npy", batch_rows=4_096
+    )
+    want = gaussmle.GaussianNB().fit(X32, y, sample_weight=w)
+    assert model.theta_.dtype == np.float32
+    assert_same_model(model, want)
+
+
+def test_iter_npy_batches_covers_every_row_once(tmp_path: Path) -> None:
+    X, y, _ = make_data(n=1_000, seed=4)
+    np.save(tmp_path / "X.npy", X)
+    seen = [xb.shape[0] for xb, _, _ in iter_npy_batches(tmp_path / "X.npy", y, batch_rows=300)]
+    assert seen == [300, 300, 300, 100]
+
+
+def test_bad_batch_names_index_and_keeps_earlier_batches() -> None:
+    X, y, _ = make_data(n=10_000, seed=5)
+    bad = X.copy()
+    bad[3_000 + 17, 2] = np.nan  # in batch 3 (1000 rows per batch)
+    stream = batches_of(bad, y, sizes=[1_000] * 10)
+    with pytest.raises(BatchError, match=r"batch 3 .*NaN.*row 17, column 2") as info:
+        fit_stream(stream, classes=[0, 1, 2, 3])
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert err.batch_index == 3
+    assert err.rows_fitted == 3_000
+    assert err.estimator is not None
+    assert_same_model(err.estimator, gaussmle.GaussianNB().fit(X[:3_000], y[:3_000]))
+
+    # The generator is positioned after the bad batch: skip it and continue.
+    model = fit_stream(stream, estimator=err.estimator)
+    keep = np.ones(10_000, dtype=bool)
+    keep[3_000:4_000] = False
+    assert_same_model(model, gaussmle.GaussianNB().fit(X[keep], y[keep]))
+
+
+def test_unseen_label_is_a_batch_error_and_fitted_model_is_untouched() -> None:
+    X, y, _ = make_data(n=4_000, seed=6)
+    model = gaussmle.GaussianNB().fit(X[:1_000], y[:1_000])
+    before = model.var_.copy()
+    labels = y.copy()
+    labels[1_500] = 9
+    with pytest.raises(BatchError, match=r"batch 0 .*\[9\]") as info:
+        fit_stream(batches_of(X[1_000:], labels[1_000:], sizes=[1_000] * 3), estimator=model)
+    assert info.value.batch_index == 0
+    assert info.value.estimator is model
+    np.testing.assert_array_equal(model.var_, before)
+
+
+def test_first_batch_bad_gives_no_estimator() -> None:
+    X, y, _ = make_data(n=100, seed=7)
+    with pytest.raises(BatchError) as info:
+        fit_stream([(X[:, :0], y)], classes=[0, 1, 2, 3])
+    # zero features: rejected, and nothing was fitted before
+    assert info.value.batch_index == 0
+    assert info.value.estimator is None
+
+
+def test_progress_bar_counts_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    tqdm = pytest.importorskip("tqdm")
+    X, y, _ = make_data(n=2_000, seed=8)
+    updates: list[int] = []
+    original = tqdm.std.tqdm.update
+
+    def spy(self: Any, n: int = 1) -> Any:
+        updates.append(n)
+        return original(self, n)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(tqdm.std.tqdm, "update", spy)
+    try:
+        fit_stream(batches_of(X, y, sizes=[500] * 4), classes=[0, 1, 2, 3], progress=True)
+        assert updates == [500] * 4
+        updates.clear()
+        fit_stream(batches_of(X, y, sizes=[500] * 4), classes=[0, 1, 2, 3])
+        assert updates == []  # silent by default
+    finally:
+        mp.undo()
+    # stderr is not a terminal under pytest: tqdm itself stays silent
+    assert "rows" not in capsys.readouterr().err
+
+
+class PeakRSS:
+    """Sample this process's resident set size in a thread (every 2 ms)."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.baseline = self.process.memory_info().rss
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(0.002)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def increase(self) -> int:
+        return self.peak - self.baseline
+
+
+def write_npy_in_chunks(path: Path, n_rows: int, n_features: int, chunk_rows: int) -> np.ndarray:
+    """Write a float32 .npy of shape (n_rows, n_features) chunk by chunk; return the labels."""
+    rng = np.random.default_rng(42)
+    labels = np.empty(n_rows, dtype=np.int32)
+    header = {"descr": "<f4", "fortran_order": False, "shape": (n_rows, n_features)}
+    with path.open("wb") as fh:
+        np.lib.format.write_array_header_2_0(fh, header)
+        for start in range(0, n_rows, chunk_rows):
+            stop = min(n_rows, start + chunk_rows)
+            yb = rng.integers(0, 5, stop - start).astype(np.int32)
+            xb = (1000.0 + rng.standard_normal((stop - start, n_features), np.float32)) + yb[
+                :, None
+            ].astype(np.float32)
+            fh.write(np.ascontiguousarray(xb, dtype="<f4").tobytes())
+            labels[start:stop] = yb
+    return labels
+
+
+def test_large_memmap_fit_with_bounded_memory(tmp_path: Path) -> None:
+    n_features = 32
+    row_bytes = 4 * n_features
+    target = 1_500_000_000  # ~1.5 GB
+    free = shutil.disk_usage(tmp_path).free
+    size = min(target, free // 4)  # leave plenty of disk for others
+    assert size >= 200_000_000, f"only {free / 1e9:.1f} GB free in {tmp_path}: too little to test"
+    n_rows = size // row_bytes
+    X_path = tmp_path / "X.npy"
+    labels = write_npy_in_chunks(X_path, n_rows, n_features, chunk_rows=200_000)
+    file_bytes = X_path.stat().st_size
+    assert file_bytes >= n_rows * row_bytes
+    batch_rows = 65_536  # 8 MiB batches
+    print(f"\nX.npy: {file_bytes / 1e9:.2f} GB, {n_rows} rows")
+
+    with PeakRSS() as rss:
+        model = fit_stream(X_path, labels, classes=np.arange(5), batch_rows=batch_rows)
+    print(
+        f"peak RSS increase while streaming: {rss.increase / 1e6:.1f} MB "
+        f"({100 * rss.increase / file_bytes:.2f}% of the file)"
+    )
+    # One batch is 8 MiB; allow generous slack for allocator noise, never the file.
+    assert rss.increase < max(64 * 2**20, file_bytes // 20)
+    assert model.class_count_.sum() == n_rows
+
+    # The same rows in one in-place call (Rust reads the memmap directly): same model.
+    whole = np.load(X_path, mmap_mode="r")
+    assert_same_model(model, gaussmle.GaussianNB().fit(whole, labels))
