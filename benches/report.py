@@ -40,7 +40,7 @@ DTYPES = [np.float64, np.float32]
 NA = float("nan")
 
 
-def best(fn: Callable[[], Any], k: int = 5, budget: float = 1.5) -> float:
+def best(fn: Callable[[], Any], k: int = 5, budget: float = 0.8) -> float:
     """Best-of-k wall time in seconds; stops early once ``budget`` seconds have been spent."""
     times: list[float] = []
     spent = 0.0
@@ -139,7 +139,7 @@ def measure(n: int, d: int, c: int, dtype: Any) -> dict[str, Any]:
     t_sum = best(lambda: X.sum())
     t_fit = best(lambda: gaussmle.class_stats(X, y, c, n_threads=1))
     t_fit2 = best(lambda: gaussmle.class_stats(X, y, c, n_threads=2))
-    t_mask = best(lambda: numpy_mask_fit(X, y, c), k=3)
+    t_mask = best(lambda: numpy_mask_fit(X, y, c), k=2)
     s = gaussmle.class_stats(X, y, c, n_threads=1)
     var = s.var + 1e-9 * s.global_var.max()
     log_prior = np.log(s.weight / s.weight.sum())
@@ -148,7 +148,7 @@ def measure(n: int, d: int, c: int, dtype: Any) -> dict[str, Any]:
     t_jll2 = best(lambda: scorer.joint_log_likelihood(X, None, 2))
     t_pred = best(lambda: scorer.predict(X, None, 1))
     t_proba = best(lambda: scorer.proba(X, None, 1))
-    t_blas = best(blas_jll_factory(X, s.mean, var, log_prior), k=3)
+    t_blas = best(blas_jll_factory(X, s.mean, var, log_prior), k=2)
     r.update(
         sum_ms=t_sum * 1e3,
         fit_ms=t_fit * 1e3,

@@ -350,23 +350,18 @@ impl GaussianScorer {
         };
         let mut om = out_matrix(&out_obj)?;
         let scorer = &self.inner;
+        // Views are built before `detach` (they are Send; the Python objects are not).
+        macro_rules! score {
+            ($x:expr, $o:expr) => {{
+                let (xv, ov) = ($x.as_array(), $o.as_array_mut());
+                py.detach(|| scorer.score_into(xv, ov, kind, n_threads, level))?
+            }};
+        }
         match (&xm, &mut om) {
-            (Matrix::F64(a), OutMatrix::F64(o)) => {
-                let (xv, ov) = (a.as_array(), o.as_array_mut());
-                py.detach(|| scorer.score_into(xv, ov, kind, n_threads, level))?
-            }
-            (Matrix::F64(a), OutMatrix::F32(o)) => {
-                let (xv, ov) = (a.as_array(), o.as_array_mut());
-                py.detach(|| scorer.score_into(xv, ov, kind, n_threads, level))?
-            }
-            (Matrix::F32(a), OutMatrix::F64(o)) => {
-                let (xv, ov) = (a.as_array(), o.as_array_mut());
-                py.detach(|| scorer.score_into(xv, ov, kind, n_threads, level))?
-            }
-            (Matrix::F32(a), OutMatrix::F32(o)) => {
-                let (xv, ov) = (a.as_array(), o.as_array_mut());
-                py.detach(|| scorer.score_into(xv, ov, kind, n_threads, level))?
-            }
+            (Matrix::F64(a), OutMatrix::F64(o)) => score!(a, o),
+            (Matrix::F64(a), OutMatrix::F32(o)) => score!(a, o),
+            (Matrix::F32(a), OutMatrix::F64(o)) => score!(a, o),
+            (Matrix::F32(a), OutMatrix::F32(o)) => score!(a, o),
         }
         drop(om);
         Ok(out_obj)

@@ -126,6 +126,9 @@ pub fn madd<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
 
 /// Instantiate a generic kernel body once per SIMD level and dispatch on a [`SimdLevel`].
 ///
+/// The AVX arms are expressions of the form `unsafe { wrapper(args) }`: the macro evaluates
+/// each only when the CPU supports its features, which is the wrappers' safety condition.
+///
 /// `dispatch!(level, body_fn::<..>(args...))` where `body_fn` takes a leading const generic
 /// `FMA: bool` is not expressible directly, so kernels call this with a closure-like pattern:
 /// each level gets a `#[target_feature]` wrapper defined next to the kernel.
@@ -137,15 +140,16 @@ macro_rules! simd_dispatch {
             $crate::simd::SimdLevel::Avx512
                 if $crate::simd::cpu_level() >= $crate::simd::SimdLevel::Avx512 =>
             {
-                // SAFETY: the CPU supports AVX-512F/VL/DQ/BW, AVX2 and FMA (checked at run time).
-                unsafe { $avx512 }
+                // The arm runs only when the CPU supports AVX-512F/VL/DQ/BW, AVX2 and FMA; the
+                // caller's `unsafe` block around the call relies on this guard.
+                $avx512
             }
             #[cfg(target_arch = "x86_64")]
             $crate::simd::SimdLevel::Avx2 | $crate::simd::SimdLevel::Avx512
                 if $crate::simd::cpu_level() >= $crate::simd::SimdLevel::Avx2 =>
             {
-                // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-                unsafe { $avx2 }
+                // Runs only when the CPU supports AVX2 and FMA.
+                $avx2
             }
             _ => $scalar,
         }
@@ -159,6 +163,12 @@ macro_rules! simd_dispatch {
 /// intrinsics are compiled with that level's features. Methods are `unsafe` because the
 /// caller must run on a CPU with the level's features and pass pointers to `LANES` readable
 /// (or writable) f64 values.
+///
+/// # Safety
+///
+/// Every method requires the CPU to support the level (checked once by the dispatch) and its
+/// pointer arguments to address `LANES` valid elements; the contract is stated here once.
+#[allow(clippy::missing_safety_doc)]
 pub trait Lanes: Copy + Send + Sync + 'static {
     /// One vector register.
     type V: Copy;
@@ -178,6 +188,10 @@ pub trait Lanes: Copy + Send + Sync + 'static {
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     /// `a · b + c` (fused with FMA, else two roundings).
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Unaligned load of `LANES` f32 values, widened exactly to f64.
+    unsafe fn load_f32(p: *const f32) -> Self::V;
+    /// Transpose the `LANES × LANES` block held in `v[..LANES]` (row `i` becomes column `i`).
+    unsafe fn transpose(v: &mut [Self::V]);
 }
 
 /// Portable level: one f64 per "vector", no FMA.
@@ -214,6 +228,13 @@ impl Lanes for ScalarLanes {
     unsafe fn fmadd(a: f64, b: f64, c: f64) -> f64 {
         a * b + c
     }
+    #[inline(always)]
+    unsafe fn load_f32(p: *const f32) -> f64 {
+        // SAFETY: the caller guarantees `p` is readable.
+        f64::from(unsafe { p.read_unaligned() })
+    }
+    #[inline(always)]
+    unsafe fn transpose(_v: &mut [f64]) {}
 }
 
 /// AVX2 + FMA: four f64 per `__m256d`.
@@ -250,6 +271,23 @@ impl Lanes for Avx2Lanes {
     #[inline(always)]
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         unsafe { std::arch::x86_64::_mm256_fmadd_pd(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn load_f32(p: *const f32) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_cvtps_pd(std::arch::x86_64::_mm_loadu_ps(p)) }
+    }
+    #[inline(always)]
+    unsafe fn transpose(v: &mut [Self::V]) {
+        use std::arch::x86_64::_mm256_unpacklo_pd as lo;
+        use std::arch::x86_64::{_mm256_permute2f128_pd as cross, _mm256_unpackhi_pd as hi};
+        unsafe {
+            let (t0, t1) = (lo(v[0], v[1]), hi(v[0], v[1]));
+            let (t2, t3) = (lo(v[2], v[3]), hi(v[2], v[3]));
+            v[0] = cross::<0x20>(t0, t2);
+            v[1] = cross::<0x20>(t1, t3);
+            v[2] = cross::<0x31>(t0, t2);
+            v[3] = cross::<0x31>(t1, t3);
+        }
     }
 }
 
@@ -288,6 +326,43 @@ impl Lanes for Avx512Lanes {
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         unsafe { std::arch::x86_64::_mm512_fmadd_pd(a, b, c) }
     }
+    #[inline(always)]
+    unsafe fn load_f32(p: *const f32) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_cvtps_pd(std::arch::x86_64::_mm256_loadu_ps(p)) }
+    }
+    #[inline(always)]
+    unsafe fn transpose(v: &mut [Self::V]) {
+        use std::arch::x86_64::_mm512_unpacklo_pd as lo;
+        use std::arch::x86_64::{_mm512_shuffle_f64x2 as lanes, _mm512_unpackhi_pd as hi};
+        unsafe {
+            // Pairs within 128-bit lanes, then 128-bit lanes across pairs of rows, then across
+            // quads of rows.
+            let t = [
+                lo(v[0], v[1]),
+                hi(v[0], v[1]),
+                lo(v[2], v[3]),
+                hi(v[2], v[3]),
+                lo(v[4], v[5]),
+                hi(v[4], v[5]),
+                lo(v[6], v[7]),
+                hi(v[6], v[7]),
+            ];
+            let u = [
+                lanes::<0x88>(t[0], t[2]),
+                lanes::<0x88>(t[1], t[3]),
+                lanes::<0xdd>(t[0], t[2]),
+                lanes::<0xdd>(t[1], t[3]),
+                lanes::<0x88>(t[4], t[6]),
+                lanes::<0x88>(t[5], t[7]),
+                lanes::<0xdd>(t[4], t[6]),
+                lanes::<0xdd>(t[5], t[7]),
+            ];
+            for i in 0..4 {
+                v[i] = lanes::<0x88>(u[i], u[i + 4]);
+                v[i + 4] = lanes::<0xdd>(u[i], u[i + 4]);
+            }
+        }
+    }
 }
 
 /// `exp(x)` for `x ≤ 0` (or −inf), branch-free so that loops over it vectorise.
@@ -300,8 +375,8 @@ impl Lanes for Avx512Lanes {
 pub fn exp_nonpositive<const FMA: bool>(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     // ln 2 split so that k·LN2_HI is exact for |k| < 2^11.
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     // 1.5·2^52: adding it rounds to an integer held in the low mantissa bits.
     const SHIFTER: f64 = 6_755_399_441_055_744.0;
     let xc = if x > -746.0 { x } else { -746.0 };

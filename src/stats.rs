@@ -419,10 +419,10 @@ fn chunk_stats<E: Element, L: Label>(
         );
         start = end;
     }
-    if !stats.classes.all_finite() || !stats.global.all_finite() {
-        if let Some(err) = first_non_finite(input.x, rows) {
-            return Err(err);
-        }
+    if (!stats.classes.all_finite() || !stats.global.all_finite())
+        && let Some(err) = first_non_finite(input.x, rows)
+    {
+        return Err(err);
     }
     Ok(stats)
 }
@@ -504,8 +504,14 @@ fn block_stats<E: Element>(
     let (row_stride, col_stride) = (x.strides()[0], x.strides()[1]);
     if col_stride == 1 || d == 1 {
         // Rows are contiguous (C order, sliced rows, negative row strides, stride-0 rows).
-        let row_at = |i: usize| -> &[E] { x.row(i).to_slice().unwrap_or(&[]) };
-        dispatch_rows(&row_at, rows, d, weighted, scratch, level);
+        if let Some(all) = x.as_slice() {
+            // One contiguous run of rows: plain slicing, no per-row view.
+            let row_at = |i: usize| -> &[E] { &all[i * d..(i + 1) * d] };
+            dispatch_rows(&row_at, rows, d, weighted, scratch, level);
+        } else {
+            let row_at = |i: usize| -> &[E] { x.row(i).to_slice().unwrap_or(&[]) };
+            dispatch_rows(&row_at, rows, d, weighted, scratch, level);
+        }
     } else if row_stride == 1 {
         // Fortran order: walk each column as one contiguous stream.
         let col_at = |j: usize| -> &[E] { x.column(j).to_slice().unwrap_or(&[]) };
@@ -521,8 +527,8 @@ fn block_stats<E: Element>(
     }
 }
 
-fn dispatch_rows<'r, E: Element>(
-    row_at: &dyn Fn(usize) -> &'r [E],
+fn dispatch_rows<'r, E: Element, F: Fn(usize) -> &'r [E]>(
+    row_at: &F,
     rows: usize,
     d: usize,
     weighted: bool,
@@ -531,31 +537,33 @@ fn dispatch_rows<'r, E: Element>(
 ) {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn avx2<'r, E: Element>(
-        f: &dyn Fn(usize) -> &'r [E],
+    fn avx2<'r, E: Element, F: Fn(usize) -> &'r [E]>(
+        f: &F,
         r: usize,
         d: usize,
         w: bool,
         s: &mut BlockScratch,
     ) {
-        rows_kernel::<E, true>(f, r, d, w, s)
+        rows_kernel::<E, F, true>(f, r, d, w, s)
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-    fn avx512<'r, E: Element>(
-        f: &dyn Fn(usize) -> &'r [E],
+    fn avx512<'r, E: Element, F: Fn(usize) -> &'r [E]>(
+        f: &F,
         r: usize,
         d: usize,
         w: bool,
         s: &mut BlockScratch,
     ) {
-        rows_kernel::<E, true>(f, r, d, w, s)
+        rows_kernel::<E, F, true>(f, r, d, w, s)
     }
     simd_dispatch!(
         level,
-        rows_kernel::<E, false>(row_at, rows, d, weighted, scratch),
-        avx2(row_at, rows, d, weighted, scratch),
-        avx512(row_at, rows, d, weighted, scratch)
+        rows_kernel::<E, F, false>(row_at, rows, d, weighted, scratch),
+        // SAFETY: simd_dispatch! evaluates each arm only on a CPU with its features.
+        unsafe { avx2(row_at, rows, d, weighted, scratch) },
+        // SAFETY: as above.
+        unsafe { avx512(row_at, rows, d, weighted, scratch) }
     )
 }
 
@@ -592,8 +600,10 @@ fn dispatch_cols<'r, E: Element>(
     simd_dispatch!(
         level,
         cols_kernel::<E, false>(col_at, rows, d, weighted, scratch),
-        avx2(col_at, rows, d, weighted, scratch),
-        avx512(col_at, rows, d, weighted, scratch)
+        // SAFETY: simd_dispatch! evaluates each arm only on a CPU with its features.
+        unsafe { avx2(col_at, rows, d, weighted, scratch) },
+        // SAFETY: as above.
+        unsafe { avx512(col_at, rows, d, weighted, scratch) }
     )
 }
 
@@ -617,8 +627,8 @@ fn finish_means(scratch: &mut BlockScratch, d: usize, rows: usize, weighted: boo
 
 /// Row-major two-pass over a block (pass A: shifted sums; pass B: squared deviations).
 #[inline(always)]
-fn rows_kernel<'r, E: Element, const FMA: bool>(
-    row_at: &dyn Fn(usize) -> &'r [E],
+fn rows_kernel<'r, E: Element, F: Fn(usize) -> &'r [E], const FMA: bool>(
+    row_at: &F,
     rows: usize,
     d: usize,
     weighted: bool,
@@ -670,7 +680,9 @@ fn rows_kernel<'r, E: Element, const FMA: bool>(
         let row = &row_at(i)[..d];
         let shift = &scratch.shift[span(c)];
         let mean = &scratch.sum[span(c)];
-        let sq = scratch.sq_dev[span(c)].iter_mut().zip(&mut scratch.dev_sum[span(c)]);
+        let sq = scratch.sq_dev[span(c)]
+            .iter_mut()
+            .zip(&mut scratch.dev_sum[span(c)]);
         if weighted {
             let w = scratch.row_weights[i];
             for (((q, e), &m), (&k, &v)) in sq.zip(mean).zip(shift.iter().zip(row)) {
@@ -679,7 +691,10 @@ fn rows_kernel<'r, E: Element, const FMA: bool>(
                 *q = madd::<FMA>(wt, t, *q);
                 *e += wt;
             }
-            let global = scratch.global_sq_dev.iter_mut().zip(&mut scratch.global_dev_sum);
+            let global = scratch
+                .global_sq_dev
+                .iter_mut()
+                .zip(&mut scratch.global_dev_sum);
             let centre = scratch.global_sum.iter().zip(&scratch.global_shift);
             for (((q, e), (&m, &k)), &v) in global.zip(centre).zip(row) {
                 let t = (v.to_f64() - k) - m;
@@ -786,7 +801,12 @@ fn correct_block_group(
         return;
     }
     let inv = 1.0 / weight;
-    for (((k, s), q), e) in shift.iter_mut().zip(sum.iter_mut()).zip(sq_dev).zip(dev_sum) {
+    for (((k, s), q), e) in shift
+        .iter_mut()
+        .zip(sum.iter_mut())
+        .zip(sq_dev)
+        .zip(dev_sum)
+    {
         let correction = *e * inv;
         *q = (*q - correction * *e).max(0.0);
         let (hi, lo) = two_sum(*k, *s);
