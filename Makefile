@@ -46,8 +46,16 @@ test-rust: ## Pure-Rust core tests (no Python needed)
 test-py: install ## Python test suite
 	$(PY) -m pytest tests
 
+.PHONY: fuzz
+fuzz: ## Fuzz the Rust core for 60 s (stable toolchain, offline once crates are fetched)
+	cargo run --release --locked --manifest-path fuzz/Cargo.toml -- --seconds 60 --corpus fuzz/corpus/seeds.txt
+
+.PHONY: fuzz-quick
+fuzz-quick: ## 8-second core fuzz (part of `make test`)
+	cargo run --release --locked --manifest-path fuzz/Cargo.toml -- --seconds 8 --corpus fuzz/corpus/seeds.txt
+
 .PHONY: test
-test: install lint test-rust test-py ## Set everything up, lint, and run the whole test suite (cargo test + pytest)
+test: install lint test-rust fuzz-quick test-py ## Set everything up, lint, and run the whole test suite (cargo test, core fuzz, pytest)
 
 .PHONY: bench
 bench: install ## Benchmarks (pytest-benchmark) and the ratio table

@@ -39,6 +39,28 @@ enum Labels<'py> {
     I32(PyReadonlyArray1<'py, i32>),
 }
 
+/// `n_threads` from Python: None, or an integer (huge values are capped like any other count;
+/// non-integers are a `TypeError`, not an `OverflowError`).
+fn thread_count(arg: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+    let Some(obj) = arg else {
+        return Ok(threads::resolve_threads(None)?);
+    };
+    if obj.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err("n_threads must be an integer or None, not a bool"));
+    }
+    match obj.extract::<i64>() {
+        Ok(n) => Ok(threads::resolve_threads(Some(n))?),
+        Err(_) if obj.is_instance_of::<pyo3::types::PyInt>() => {
+            let positive = obj.gt(0_i64)?;
+            Ok(threads::resolve_threads(Some(if positive { i64::MAX } else { i64::MIN }))?)
+        }
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "n_threads must be an integer or None; got {}",
+            obj.get_type().name()?
+        ))),
+    }
+}
+
 fn require_aligned(aligned: bool, name: &str) -> PyResult<()> {
     if aligned {
         Ok(())
@@ -201,9 +223,9 @@ fn class_stats<'py>(
     labels: &Bound<'py, PyAny>,
     n_classes: usize,
     sample_weight: Option<&Bound<'py, PyAny>>,
-    n_threads: Option<i64>,
+    n_threads: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(MomentsTuple<'py>, MomentsTuple<'py>)> {
-    let n_threads = threads::resolve_threads(n_threads)?;
+    let n_threads = thread_count(n_threads)?;
     let x = matrix(x, "X")?;
     let y = self::labels(labels)?;
     let w = sample_weight
@@ -328,10 +350,10 @@ impl GaussianScorer {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         out: Option<&Bound<'py, PyAny>>,
-        n_threads: Option<i64>,
+        n_threads: Option<&Bound<'py, PyAny>>,
         kind: MatrixKind,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let n_threads = threads::resolve_threads(n_threads)?;
+        let n_threads = thread_count(n_threads)?;
         let level = simd::active_level();
         let xm = matrix(x, "X")?;
         let n_rows = match &xm {
@@ -399,7 +421,7 @@ impl GaussianScorer {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         out: Option<&Bound<'py, PyAny>>,
-        n_threads: Option<i64>,
+        n_threads: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.matrix_output(py, x, out, n_threads, MatrixKind::JointLogLikelihood)
     }
@@ -410,7 +432,7 @@ impl GaussianScorer {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         out: Option<&Bound<'py, PyAny>>,
-        n_threads: Option<i64>,
+        n_threads: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.matrix_output(py, x, out, n_threads, MatrixKind::LogProba)
     }
@@ -421,7 +443,7 @@ impl GaussianScorer {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         out: Option<&Bound<'py, PyAny>>,
-        n_threads: Option<i64>,
+        n_threads: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.matrix_output(py, x, out, n_threads, MatrixKind::Proba)
     }
@@ -432,9 +454,9 @@ impl GaussianScorer {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         out: Option<&Bound<'py, PyAny>>,
-        n_threads: Option<i64>,
+        n_threads: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let n_threads = threads::resolve_threads(n_threads)?;
+        let n_threads = thread_count(n_threads)?;
         let level = simd::active_level();
         let xm = matrix(x, "X")?;
         let n_rows = match &xm {

@@ -1,8 +1,10 @@
 //! Thread-count resolution and the crate-owned rayon pools.
 //!
 //! The one rule: an explicit `n_threads` wins; otherwise `GAUSSMLE_NUM_THREADS`; otherwise all
-//! cores. Pools are created once per thread count and cached, so repeated calls pay no start-up
-//! cost and no threads leak (the cache is bounded by the distinct counts ever requested).
+//! cores. Any count is capped at the number of cores: the kernels are compute- or
+//! bandwidth-bound, so more threads only add switching, and the cap bounds the pool cache.
+//! Pools are created once per thread count and cached, so repeated calls pay no start-up cost,
+//! and at most one pool per count in `2..=cores` ever exists (no thread leak).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,10 +17,11 @@ use crate::error::{GaussError, Result};
 pub const THREADS_ENV: &str = "GAUSSMLE_NUM_THREADS";
 
 /// Threads to use for a call: `requested` (≥ 1, or −1 for all cores, as joblib's `n_jobs`),
-/// else `GAUSSMLE_NUM_THREADS`, else all cores. Zero and other negative counts are errors.
+/// else `GAUSSMLE_NUM_THREADS`, else all cores; never more than the cores. Zero and other
+/// negative counts are errors.
 pub fn resolve_threads(requested: Option<i64>) -> Result<usize> {
     match requested {
-        Some(n) if n >= 1 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        Some(n) if n >= 1 => Ok(usize::try_from(n).unwrap_or(usize::MAX).min(all_cores())),
         Some(-1) => Ok(all_cores()),
         Some(n) => Err(GaussError::BadParameter {
             what: format!("n_threads must be a positive integer, -1 (all cores) or None; got {n}"),
@@ -34,7 +37,7 @@ pub fn default_threads() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|n| *n >= 1)
-        .unwrap_or_else(all_cores)
+        .map_or_else(all_cores, |n| n.min(all_cores()))
 }
 
 /// All cores, read once: `available_parallelism` parses cgroup files on Linux, which costs tens

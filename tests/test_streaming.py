@@ -123,6 +123,35 @@ def test_unseen_label_is_a_batch_error_and_fitted_model_is_untouched() -> None:
     np.testing.assert_array_equal(model.var_, before)
 
 
+def test_interrupt_leaves_a_fitted_estimator_unchanged() -> None:
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(300, 3)), rng.integers(0, 2, 300)
+    base = gaussmle.GaussianNB().fit(x[:100], y[:100])
+    before = (base.theta_.copy(), base.var_.copy(), base.class_count_.copy(), base.epsilon_)
+
+    def interrupted() -> Iterator[tuple[Any, Any]]:
+        yield x[100:200], y[100:200]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_stream(interrupted(), estimator=base)
+    after = (base.theta_, base.var_, base.class_count_, base.epsilon_)
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_bad_parameters_fail_before_the_first_batch_is_read() -> None:
+    read: list[int] = []
+
+    def batches() -> Iterator[tuple[Any, Any]]:
+        read.append(1)
+        yield np.zeros((2, 1)), np.array([0, 1])
+
+    with pytest.raises(ValueError, match="priors"):
+        fit_stream(batches(), classes=[0, 1], estimator=gaussmle.GaussianNB(priors=[1.0]))
+    assert read == []
+
+
 def test_first_batch_bad_gives_no_estimator() -> None:
     X, y, _ = make_data(n=100, seed=7)
     with pytest.raises(BatchError) as info:

@@ -3,7 +3,8 @@
 Rust reads float32 and float64 matrices in place, whatever their strides. Anything else is
 converted exactly once here:
 
-* integer, bool and float16 data -> float64 (float16 is never kept as float16);
+* integer, bool, float16 and long-double data -> float64 (float16 is never kept as float16;
+  long double is rounded to float64, which is what the kernels compute in);
 * big-endian (non-native byte order) float32/float64 -> the same dtype in native order;
 * unaligned float32/float64 -> one aligned copy (a typed read of an unaligned pointer would be
   undefined behaviour in Rust).
@@ -36,9 +37,10 @@ def as_float_array(x: Any, name: str = "X", ndim: int = 2) -> FloatArray:
         if not arr.flags.aligned:
             arr = np.array(arr, dtype=dtype, order="K", copy=True)
     elif _convertible_kind(dtype):
-        target = (
-            dtype.newbyteorder("=") if dtype.kind == "f" and dtype.itemsize >= 4 else np.float64
-        )
+        # Byte-swapped float32/float64 keep their width; everything else (ints, bool, float16,
+        # long double) becomes float64.
+        swapped_native = dtype.kind == "f" and dtype.itemsize in (4, 8)
+        target = dtype.newbyteorder("=") if swapped_native else np.float64
         arr = np.asarray(arr, dtype=target)
         if not arr.flags.aligned:
             arr = np.array(arr, copy=True)
@@ -51,6 +53,9 @@ def as_float_array(x: Any, name: str = "X", ndim: int = 2) -> FloatArray:
             f"{name} must be a {ndim}-D array; got {arr.ndim}-D with shape {arr.shape}"
         )
     return arr
+
+
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def as_labels(
@@ -69,6 +74,8 @@ def as_labels(
             and np.all(np.isfinite(arr))
             and np.all(arr == np.round(arr))
         ):
+            if np.abs(arr).max() >= 2.0**63:
+                raise ValueError(f"{name} holds a class code outside the int64 range")
             arr = arr.astype(np.int64)
         elif arr.dtype.kind == "f" and arr.size == 0:
             arr = arr.astype(np.int64)
@@ -76,6 +83,9 @@ def as_labels(
             raise TypeError(
                 f"{name} must hold integer class codes 0..n_classes-1; got dtype {arr.dtype}"
             )
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > _INT64_MAX:
+        # astype(int64) would wrap these to negative codes.
+        raise ValueError(f"{name} holds a class code above {_INT64_MAX}; codes are 0..n_classes-1")
     if not (
         arr.dtype in (np.dtype(np.int32), np.dtype(np.int64))
         and arr.dtype.isnative

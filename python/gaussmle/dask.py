@@ -447,6 +447,10 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         from gaussmle.estimator import GaussianNB as LocalGaussianNB
 
         cls_arr = _discover_classes(y) if classes is None else sorted_classes(classes)
+        # Fail on a bad parameter before any block is reduced on the cluster.
+        LocalGaussianNB(
+            priors=self.priors, var_smoothing=self.var_smoothing, n_jobs=self.n_jobs
+        ).check_parameters(len(cls_arr))
         if _is_frame(X):
             dtype = _frame_model_dtype(X)
             names = _feature_names(X)

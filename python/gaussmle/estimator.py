@@ -438,6 +438,21 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if not get_config().get("skip_parameter_validation", False):
             self._validate_params()
 
+    def check_parameters(self, n_classes: int) -> None:
+        """Validate every parameter for a model of ``n_classes`` classes, without fitting.
+
+        Out-of-core and distributed fits (:mod:`gaussmle.streaming`, :mod:`gaussmle.dask`) call
+        this before reading any data, so a bad parameter fails at once rather than after the
+        whole pass.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As ``fit`` would for the same parameters.
+        """
+        self._validate_params_unless_skipped()
+        self._validated_priors(n_classes)
+
     def _n_threads(self, work: int | None = None) -> int | None:
         """Threads for a Rust call doing about ``work`` multiply-adds (None: unknown)."""
         if work is not None and work < _SERIAL_WORK:

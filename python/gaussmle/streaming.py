@@ -261,7 +261,12 @@ def fit_stream(
         the model of every earlier batch. With a generator or iterator, continue after the
         bad batch with ``fit_stream(it, estimator=error.estimator, ...)``.
     ValueError
-        If the stream holds no rows, ``classes`` is missing or conflicts with ``estimator``.
+        If the stream holds no rows, ``classes`` is missing or conflicts with ``estimator``,
+        or a parameter of ``estimator`` is invalid (checked before the first batch is read).
+    BaseException
+        Anything else raised meanwhile (``KeyboardInterrupt``, an error of the source or of
+        the progress bar) propagates and leaves ``estimator`` exactly as it was before the
+        call: batches are published only at the end, or up to a rejected batch.
 
     Examples
     --------
@@ -315,6 +320,8 @@ def fit_stream(
         dtype = None
         names = None
 
+    # Fail on a bad parameter before reading the first batch.
+    template.check_parameters(len(cls_arr))
     threads = _n_threads(template.n_jobs)
     total: ClassStats | None = None
     rows = 0
@@ -378,12 +385,9 @@ def fit_stream(
                 bar.update(int(x.shape[0]))
     except BatchError:
         raise
-    except BaseException:
-        # The source failed or the user interrupted (Ctrl-C): keep what was fitted so far in
-        # a fitted estimator that was passed in, then let the exception through.
-        if fitted:
-            publish()
-        raise
+    # Any other exception (Ctrl-C, a failing source or progress callback) propagates with the
+    # estimator exactly as it was before the call: nothing has been published yet. Only a
+    # rejected batch (BatchError, above) publishes the batches before it.
     finally:
         if bar is not None:
             bar.close()

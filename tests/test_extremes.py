@@ -1,0 +1,292 @@
+"""Extreme values: each test pins down one documented behaviour (docs/hardening.md).
+
+Tests marked ``xfail(strict=True)`` are real core bugs found by the fuzzers (``KBn`` in
+docs/hardening.md); they state the correct behaviour and start failing (XPASS) once fixed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import gaussmle
+import numpy as np
+import pytest
+from gaussmle import ClassStats, class_stats
+
+GaussianNB = pytest.importorskip("gaussmle.estimator").GaussianNB
+
+# ------------------------------------------------------------------------- zero variance
+
+
+def constant_class_data() -> tuple[np.ndarray, np.ndarray]:
+    # Class 0 varies, class 1 is constant in feature 0 (its variance is exactly 0).
+    x = np.array([[0.0, 1.0], [2.0, 3.0], [5.0, 1.0], [5.0, 2.0]])
+    return x, np.array([0, 0, 1, 1])
+
+
+def test_zero_variance_class_statistics_are_exact_zero() -> None:
+    x, y = constant_class_data()
+    s = class_stats(x, y)
+    assert s.var[1, 0] == 0.0 and s.m2[1, 0] == 0.0
+    assert s.var[0, 0] == 1.0
+
+
+def test_zero_variance_scorer_raises_value_error() -> None:
+    """The core never scores with var <= 0: ValueError, never NaN or inf probabilities."""
+    x, y = constant_class_data()
+    s = class_stats(x, y)
+    prior = np.log(s.weight / s.weight.sum())
+    for fn in (
+        gaussmle.joint_log_likelihood,
+        gaussmle.predict,
+        gaussmle.predict_proba,
+        gaussmle.predict_log_proba,
+    ):
+        with pytest.raises(
+            ValueError, match=r"variance must be finite and > 0.*class 1, feature 0"
+        ):
+            fn(x, s.mean, s.var, prior)
+    with pytest.raises(ValueError, match="variance must be finite and > 0"):
+        gaussmle.make_scorer(s.mean, np.array([[1.0, -1.0], [1.0, 1.0]]), prior)
+
+
+def test_zero_variance_estimator_var_smoothing_zero_never_gives_nan() -> None:
+    x, y = constant_class_data()
+    model = GaussianNB(var_smoothing=0.0).fit(x, y)
+    with pytest.raises(ValueError, match="var_smoothing"):
+        model.predict_proba(x)
+    with pytest.raises(ValueError, match="var_smoothing"):
+        model.predict(x)
+    # With the default smoothing the same data scores, and probabilities are a distribution.
+    proba = GaussianNB().fit(x, y).predict_proba(x)
+    assert np.all(np.isfinite(proba))
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=0, atol=1e-12)
+
+
+def test_all_constant_data_has_zero_epsilon_and_a_clear_error() -> None:
+    # var_smoothing scales the largest feature variance; with X constant that is 0 too.
+    x = np.ones((5, 2))
+    model = GaussianNB().fit(x, np.array([0, 1, 0, 1, 0]))
+    assert model.epsilon_ == 0.0
+    with pytest.raises(ValueError, match="variance"):
+        model.predict_proba(x)
+
+
+# --------------------------------------------------------------------- float64 overflow
+
+
+@pytest.mark.parametrize(
+    "column",
+    [[1e308, -1e308], [1e154, -1e154], [np.finfo(float).max, np.finfo(float).max / 2, 0.0]],
+)
+def test_statistics_that_overflow_raise_value_error(column: list[float]) -> None:
+    x = np.array(column)[:, None]
+    with pytest.raises(ValueError, match="overflows float64"):
+        class_stats(x, np.zeros(len(column), dtype=np.int64))
+
+
+def test_statistics_just_below_overflow_are_finite() -> None:
+    # m2 = 2 * (1e153)**2 = 2e306 is representable.
+    s = class_stats(np.array([[1e153], [-1e153]]), np.array([0, 0]))
+    assert s.m2[0, 0] == pytest.approx(2e306, rel=1e-15)
+    assert np.isfinite(s.var).all()
+
+
+def test_overflow_in_the_global_statistics_alone_raises() -> None:
+    # Each class is a single point (m2 = 0), but all rows together overflow.
+    x = np.array([[1e308], [-1e308]])
+    with pytest.raises(ValueError, match="overflows float64"):
+        class_stats(x, np.array([0, 1]))
+
+
+def test_scoring_overflowing_distance_gives_minus_inf_jll() -> None:
+    mean = np.array([[-1e308], [0.0]])
+    var = np.ones((2, 1))
+    prior = np.log([0.5, 0.5])
+    jll = gaussmle.joint_log_likelihood(np.array([[1e308], [1.0]]), mean, var, prior)
+    assert jll[0].tolist() == [-np.inf, -np.inf]  # (x - mu)**2 overflows for both classes
+    assert jll[1, 0] == -np.inf and np.isfinite(jll[1, 1])
+    assert not np.isnan(jll).any()
+
+
+def test_scoring_one_class_overflowing_still_gives_a_distribution() -> None:
+    mean = np.array([[-1e308], [0.0]])
+    var = np.ones((2, 1))
+    proba = gaussmle.predict_proba(np.array([[1.0]]), mean, var, np.log([0.5, 0.5]))
+    assert proba.tolist() == [[0.0, 1.0]]
+    assert gaussmle.predict(np.array([[1.0]]), mean, var, np.log([0.5, 0.5])).tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "fn", [gaussmle.predict, gaussmle.predict_proba, gaussmle.predict_log_proba]
+)
+def test_zero_likelihood_under_every_class_is_a_clear_value_error(fn: object) -> None:
+    mean = np.array([[-1e308], [-1e308]])
+    x = np.array([[-1e308], [1e308]])  # row 0 sits on both means; row 1 is 2e308 away
+    with pytest.raises(ValueError, match="row 1 has zero likelihood under every class"):
+        fn(x, mean, np.ones((2, 1)), np.log([0.5, 0.5]))  # type: ignore[operator]
+
+
+# ---------------------------------------------------------------- a class never seen
+
+
+def test_declared_class_never_seen_has_zero_weight_and_nan_variance() -> None:
+    x = np.array([[1.0], [2.0], [4.0]])
+    s = class_stats(x, np.array([0, 0, 1]), n_classes=3)
+    assert s.weight.tolist() == [2.0, 1.0, 0.0]
+    assert s.mean[2].tolist() == [0.0] and s.m2[2].tolist() == [0.0]
+    assert np.isnan(s.var[2]).all()
+    # Merging it with data of that class gives exactly that data's statistics.
+    later = class_stats(np.array([[7.0], [9.0]]), np.array([2, 2]), n_classes=3)
+    merged = s + later
+    assert merged.weight.tolist() == [2.0, 1.0, 2.0]
+    assert merged.mean[2].tolist() == [8.0] and merged.var[2].tolist() == [1.0]
+
+
+def test_estimator_class_declared_but_never_seen_is_never_predicted() -> None:
+    x = np.array([[0.0], [1.0], [10.0], [11.0]])
+    model = GaussianNB().partial_fit(x, np.array([0, 0, 1, 1]), classes=[0, 1, 2])
+    assert model.class_count_.tolist() == [2.0, 2.0, 0.0]
+    proba = model.predict_proba(np.array([[0.5], [10.5], [100.0]]))
+    assert np.all(np.isfinite(proba))
+    assert proba[:, 2].tolist() == [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=0, atol=1e-12)
+    assert 2 not in model.predict(np.linspace(-100, 100, 41)[:, None]).tolist()
+
+
+# --------------------------------------------------------------------- > 2**32 rows
+
+
+@pytest.mark.slow
+def test_more_than_2_to_the_32_rows_via_broadcast_counts_exactly() -> None:
+    """4 294 967 301 rows, one 8-byte value read through stride 0 (no 32 GiB array).
+
+    Measured on 2 cores: ~20-45 s (about 10 ns per row), hence ``slow``; ``make test`` runs it.
+    """
+    n = 2**32 + 5
+    x = np.broadcast_to(np.array([[3.0]]), (n, 1))
+    y = np.broadcast_to(np.zeros(1, dtype=np.int64), (n,))
+    assert x.strides[0] == 0 and y.strides == (0,)
+    start = time.perf_counter()
+    s = class_stats(x, y, 1)
+    elapsed = time.perf_counter() - start
+    assert s.weight.tolist() == [float(n)]  # exact: n < 2**53
+    assert s.global_count == float(n)
+    assert s.mean.tolist() == [[3.0]] and s.m2.tolist() == [[0.0]]
+    assert elapsed < 300, f"{elapsed:.0f} s for 2**32 + 5 rows"
+
+
+def test_broadcast_rows_count_exactly_quick() -> None:
+    # The same path at 2**20 + 3 rows, fast enough for every run.
+    n = 2**20 + 3
+    x = np.broadcast_to(np.array([[3.0, -1.0]]), (n, 2))
+    y = np.broadcast_to(np.ones(1, dtype=np.int32), (n,))
+    s = class_stats(x, y, 2)
+    assert s.weight.tolist() == [0.0, float(n)]
+    assert s.mean[1].tolist() == [3.0, -1.0] and s.m2[1].tolist() == [0.0, 0.0]
+
+
+# ------------------------------------------------------ known core bugs (xfail strict)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KB6: overflowing m2 becomes 0.0 (inf - inf = NaN, then .max(0.0) in "
+    "stats.rs correct_block_group) instead of ValueError",
+)
+def test_kb6_overflowing_deviations_raise_not_zero() -> None:
+    x = np.array([[2.2250738585072014e-308], [-1e154], [-1e308]])
+    # exact m2 = sum (x - mean)**2 ~ 1.1e616: must be "overflows float64".
+    with pytest.raises(ValueError, match="overflows float64"):
+        class_stats(x, np.zeros(3, dtype=np.int64))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KB2: a variance below 0.5/f64::MAX (subnormal) makes 1/(2 var) infinite in the "
+    "Scorer; x == mean then gives 0*inf (NaN/wrong class) instead of the exact answer",
+)
+def test_kb2_subnormal_variance_scores_correctly_or_raises() -> None:
+    mean, var, prior = [[0.0], [1.0]], [[5e-324], [1.0]], [0.0, 0.0]
+    x = np.array([[0.0], [1e-300]])
+    try:
+        proba = gaussmle.predict_proba(x, mean, var, prior)
+    except ValueError:
+        return  # rejecting such a variance is also acceptable
+    # Exact: class 0 has jll ~ +371 for both rows, class 1 ~ -0.92.
+    np.testing.assert_allclose(proba, [[1.0, 0.0], [1.0, 0.0]], atol=1e-12)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KB1: Moments::merge / ClassStats.merge returns inf m2 (or weight) silently "
+    "instead of raising 'overflows float64'",
+)
+def test_kb1_merge_that_overflows_raises() -> None:
+    a = class_stats(np.array([[0.7e154], [-0.7e154]]), np.array([0, 0]))  # m2 ~ 0.98e308
+    with pytest.raises(ValueError, match="overflow"):
+        merged = a.merge(a)
+        assert np.isfinite(merged.m2).all(), merged.m2  # never reached once fixed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KB4: a class (or block) weight below 1/f64::MAX (subnormal weights) makes "
+    "1/weight infinite: spurious 'overflows float64'",
+)
+def test_kb4_subnormal_weights_do_not_overflow() -> None:
+    s = class_stats(np.array([[1.0], [2.0]]), np.array([0, 1]), sample_weight=[5e-324, 1.0])
+    assert s.mean.ravel().tolist() == [1.0, 2.0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KB7: weight * (x - shift) overflows for weights ~1e300 although the weighted "
+    "mean and m2 are finite: spurious 'overflows float64'",
+)
+def test_kb7_huge_weights_do_not_overflow() -> None:
+    x = np.array([[1342352256.0], [-570573504.0]])
+    s = class_stats(x, np.array([0, 0]), sample_weight=[0.25, 1e300])
+    assert s.mean[0, 0] == pytest.approx(-570573504.0, rel=1e-15, abs=0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KB3: with weight ratios beyond ~1e16 the weighted mean error is ~u^2*max|x| "
+    "instead of ~u*sum(w|x|)/W (relative error 1e5 here)",
+)
+def test_kb3_extreme_weight_ratio_mean_is_accurate() -> None:
+    s = class_stats(np.array([[1.0], [0.0]]), np.array([0, 0]), sample_weight=[1e-46, 1e-9])
+    assert s.mean[0, 0] == pytest.approx(1e-37, rel=1e-12, abs=0)
+
+
+def test_kb8_huge_n_classes_is_a_value_error() -> None:
+    """KB8 (fixed): this used to panic with 'capacity overflow' (PanicException)."""
+    try:
+        class_stats(np.zeros((2, 1)), np.array([0, 1]), n_classes=2**62)
+    except ValueError:
+        return
+    except BaseException as e:  # PanicException
+        pytest.fail(f"{type(e).__name__}: {e}")
+
+
+def test_kb8_huge_label_does_not_abort_the_process() -> None:
+    """KB8 (fixed): a label of 2**40 without n_classes used to abort the interpreter."""
+    code = (
+        "import numpy as np, gaussmle\n"
+        "try:\n"
+        "    gaussmle.class_stats(np.zeros((2, 1)), np.array([0, 2**40]))\n"
+        "except (ValueError, MemoryError):\n"
+        "    print('clean error')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "clean error" in proc.stdout, proc.stderr[-500:]
+
+
+def test_stats_empty_is_the_merge_identity_at_extremes() -> None:
+    s = class_stats(np.array([[1e153], [-1e153], [1e-300]]), np.array([0, 0, 1]))
+    merged = s + ClassStats.empty(2, 1)
+    np.testing.assert_array_equal(merged.m2, s.m2)
+    np.testing.assert_array_equal(merged.mean, s.mean)
