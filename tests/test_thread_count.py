@@ -1,0 +1,55 @@
+"""The thread-count rule: None/env/all cores, -1 = all cores, capped at the cores, clear errors."""
+
+from __future__ import annotations
+
+import os
+
+import gaussmle
+import numpy as np
+import pytest
+
+CORES = os.cpu_count() or 1
+
+
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(300_000, 4)), rng.integers(0, 3, 300_000)
+
+
+def _live_threads() -> int:
+    # OS threads of this process, Rust pool workers included (threading.active_count misses them).
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_huge_thread_counts_are_capped_and_pools_do_not_accumulate() -> None:
+    x, y = _data()
+    reference = gaussmle.class_stats(x, y, 3, n_threads=1)
+    before = _live_threads()
+    for n_threads in (2**40, 2**64, 10**30, *range(2, 40)):
+        stats = gaussmle.class_stats(x, y, 3, n_threads=n_threads)
+        np.testing.assert_array_equal(stats.m2, reference.m2)
+    # Without the cap, each distinct count would leave a pool of that many threads behind
+    # (hundreds here); with it, at most one pool per count in 2..=cores can ever be added.
+    assert _live_threads() - before <= CORES * CORES
+
+
+@pytest.mark.parametrize("bad", [0, -2, -(2**70)])
+def test_zero_and_negative_counts_are_value_errors(bad: int) -> None:
+    x, y = _data()
+    with pytest.raises(ValueError, match="n_threads"):
+        gaussmle.class_stats(x[:10], y[:10], 3, n_threads=bad)
+
+
+@pytest.mark.parametrize("bad", [1.5, "2", True])
+def test_non_integer_counts_are_type_errors(bad: object) -> None:
+    x, y = _data()
+    with pytest.raises(TypeError, match="n_threads"):
+        gaussmle.class_stats(x[:10], y[:10], 3, n_threads=bad)  # type: ignore[arg-type]
+
+
+def test_minus_one_and_numpy_integers_are_accepted() -> None:
+    x, y = _data()
+    a = gaussmle.class_stats(x, y, 3, n_threads=-1)
+    b = gaussmle.class_stats(x, y, 3, n_threads=np.int64(2))
+    np.testing.assert_array_equal(a.mean, b.mean)
+    assert gaussmle.default_n_threads() <= CORES
