@@ -46,13 +46,19 @@ fn thread_count(arg: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
         return Ok(threads::resolve_threads(None)?);
     };
     if obj.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(PyTypeError::new_err("n_threads must be an integer or None, not a bool"));
+        return Err(PyTypeError::new_err(
+            "n_threads must be an integer or None, not a bool",
+        ));
     }
     match obj.extract::<i64>() {
         Ok(n) => Ok(threads::resolve_threads(Some(n))?),
         Err(_) if obj.is_instance_of::<pyo3::types::PyInt>() => {
             let positive = obj.gt(0_i64)?;
-            Ok(threads::resolve_threads(Some(if positive { i64::MAX } else { i64::MIN }))?)
+            Ok(threads::resolve_threads(Some(if positive {
+                i64::MAX
+            } else {
+                i64::MIN
+            }))?)
         }
         Err(_) => Err(PyTypeError::new_err(format!(
             "n_threads must be an integer or None; got {}",

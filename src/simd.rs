@@ -116,6 +116,19 @@ pub fn set_active_level(level: Option<SimdLevel>) -> SimdLevel {
     chosen
 }
 
+/// Hint the CPU to fetch the cache line holding `p` into L1 (a no-op off x86-64). Never
+/// faults, so `p` may point anywhere (callers compute it with `wrapping_*`).
+#[inline(always)]
+pub fn prefetch_read<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is SSE (baseline on x86-64) and never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Multiply-add. With `FMA` it is one fused instruction (the caller is compiled with the `fma`
 /// target feature); without, a separate multiply and add, because `f64::mul_add` without
 /// hardware FMA is a slow libm call.
@@ -184,6 +197,8 @@ pub trait Lanes: Copy + Send + Sync + 'static {
     unsafe fn store(p: *mut f64, v: Self::V);
     /// `a − b`.
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    /// `a + b`.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     /// `a · b`.
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     /// `a · b + c` (fused with FMA, else two roundings).
@@ -219,6 +234,10 @@ impl Lanes for ScalarLanes {
     #[inline(always)]
     unsafe fn sub(a: f64, b: f64) -> f64 {
         a - b
+    }
+    #[inline(always)]
+    unsafe fn add(a: f64, b: f64) -> f64 {
+        a + b
     }
     #[inline(always)]
     unsafe fn mul(a: f64, b: f64) -> f64 {
@@ -263,6 +282,10 @@ impl Lanes for Avx2Lanes {
     #[inline(always)]
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
         unsafe { std::arch::x86_64::_mm256_sub_pd(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_add_pd(a, b) }
     }
     #[inline(always)]
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
@@ -317,6 +340,10 @@ impl Lanes for Avx512Lanes {
     #[inline(always)]
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
         unsafe { std::arch::x86_64::_mm512_sub_pd(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_add_pd(a, b) }
     }
     #[inline(always)]
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {

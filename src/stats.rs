@@ -1,11 +1,32 @@
 //! Per-class sufficient statistics (weight, mean, sum of squared deviations) in one pass.
 //!
-//! Algorithm (ALGORITHMS.md §1): rows are taken in cache-sized blocks. Inside a block an exact
-//! two-pass computes each class's block mean (one reciprocal per class, no division per
-//! element) and its sum of squared deviations from that mean; the block is then merged into
-//! the running totals with the weighted Chan/Schubert–Gertz formula ([`merge_group`]).
-//! Relative error of the variance is about `u·(B + κ·log(n/B))` for block size `B` and
-//! `κ = |mean|/σ`, instead of the textbook `n·κ²·u`.
+//! Algorithm (ALGORITHMS.md §1): rows are taken in cache-sized blocks, and every class has a
+//! shift `K_c` (its running mean's high part, or for a class new to the chunk its first
+//! positive-weight row).
+//!
+//! * **One-pass shifted kernel** ([`block_onepass`]): one read of the block accumulates
+//!   `S1 = Σ w·t` and `S2 = Σ w·t²`, `t = x − K_c` (exact by Sterbenz's lemma when `x` is near
+//!   `K_c`, so a large common offset costs nothing). Then `D = S1/W`, `m2_b = S2 − S1·D`, and the
+//!   block mean is the double-double `K_c + D` (TwoSum). The rounding error of `m2_b` is about
+//!   `u·(n_b + 3)·S2` for `n_b` rows of the class in the block.
+//! * **Guard**: the block is accepted only if, for every (class, feature),
+//!   `S2 ≤ 16·(m2_b + D²·w_b·W/(W + w_b))` — `S2` against the block's whole contribution to the
+//!   running sum of squares (its own spread plus the merge term). The error of each block is
+//!   then at most 16 roundings of a non-negative part of the total, so the relative error of
+//!   the final `m2` stays `O(u·n_b)`. A block that fails (a class whose first row is an outlier,
+//!   a mean near 0 far from the shift, overflow of `t²`, NaN) is redone while still in cache
+//!   with the exact **corrected two-pass** (Chan, Golub & LeVeque 1983): pass A sums `w·(x − K)`,
+//!   pass B sums `w·t²` and `w·t` with `t = (x − K) − D`, and the correction `Σw·t/W` is added
+//!   back to the mean and `(Σw·t)²/W` taken off `m2_b`.
+//! * **Merge**: each block is merged into the chunk totals with the weighted
+//!   Chan/Schubert–Gertz formula ([`merge_group`]) on double-double means. Relative error of
+//!   the variance: about `u·(n_b + κ·log(n/B))`, `κ = |mean|/σ`, instead of the textbook
+//!   `n·κ²·u`; the mean is within a few `u` (tests: 1e-15 relative at offset 1e12).
+//!
+//! Layouts: contiguous rows (C order, sliced or reversed rows) run an explicit-SIMD row kernel
+//! (`Lanes`, with 4 accumulator copies for small `C·d` to break store-to-load chains and a
+//! software prefetch); Fortran order walks each column as one contiguous stream; other strides
+//! pack the block and use the two-pass.
 //!
 //! Rows are split into chunks whose size depends only on the shape, never on the thread count,
 //! and chunk results are merged left to right, so the output is bit-identical for any number of
@@ -18,9 +39,12 @@ use rayon::prelude::*;
 
 use crate::element::{Element, Label};
 use crate::error::{GaussError, Result};
-use crate::simd::{SimdLevel, madd};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{Avx2Lanes, Avx512Lanes};
+use crate::simd::{Lanes, ScalarLanes, SimdLevel, madd, prefetch_read};
 use crate::simd_dispatch;
 use crate::threads::run_in_pool;
+use std::any::TypeId;
 
 /// Weighted moments of `n_groups` groups over `n_features` features.
 ///
@@ -266,6 +290,9 @@ fn chunk_rows(n_features: usize, block: usize) -> usize {
     target.div_ceil(block).max(1) * block
 }
 
+/// Largest `n_classes × n_features` table (2^28 cells: 2 GiB of f64 per table).
+pub const MAX_TABLE_CELLS: usize = 1 << 28;
+
 /// Serial below this many elements: the pool hand-off costs more than it saves.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 
@@ -293,6 +320,20 @@ pub fn class_stats<E: Element, L: Label>(
     {
         return Err(GaussError::ShapeMismatch {
             what: format!("X has {n} rows but sample_weight has {} entries", w.len()),
+        });
+    }
+    // The statistics hold several n_classes × d tables per chunk; refuse sizes whose
+    // allocation would fail (an abort, not an error) instead of trying.
+    if input
+        .n_classes
+        .checked_mul(d.max(1))
+        .is_none_or(|cells| cells > MAX_TABLE_CELLS)
+    {
+        return Err(GaussError::BadParameter {
+            what: format!(
+                "n_classes × n_features = {} × {d} is too large (at most {MAX_TABLE_CELLS} cells)",
+                input.n_classes
+            ),
         });
     }
     let block = block_rows(d, input.n_classes);
@@ -329,6 +370,58 @@ pub fn class_stats<E: Element, L: Label>(
     Ok(ClassStats { classes, global })
 }
 
+/// One cache line of f64, the allocation unit of [`AlignedBuf`].
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f64; 8]);
+
+/// A zeroed f64 buffer that starts on a 64-byte boundary: the kernels' vector stores into the
+/// accumulator tables then never split across cache lines (a split store costs about twice).
+struct AlignedBuf {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn zeros(len: usize) -> Self {
+        AlignedBuf {
+            lines: vec![Line([0.0; 8]); len.div_ceil(8)],
+            len,
+        }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [f64];
+    fn deref(&self) -> &[f64] {
+        // SAFETY: `lines` holds `8·lines.len() ≥ len` contiguous initialised f64.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f64>(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [f64] {
+        // SAFETY: as for `deref`, uniquely borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f64>(), self.len) }
+    }
+}
+
+impl<'a> IntoIterator for &'a AlignedBuf {
+    type Item = &'a f64;
+    type IntoIter = std::slice::Iter<'a, f64>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut AlignedBuf {
+    type Item = &'a mut f64;
+    type IntoIter = std::slice::IterMut<'a, f64>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
 /// Scratch space for one block, reused across the blocks of a chunk.
 ///
 /// Every class has a shift `K_c` (its running mean's high part, or for a class new to the
@@ -336,49 +429,58 @@ pub fn class_stats<E: Element, L: Label>(
 /// lemma when `x` is near `K_c`, so a large common offset costs no precision.
 struct BlockScratch {
     /// Per-class shift `K_c` (row-major C × d).
-    shift: Vec<f64>,
+    shift: AlignedBuf,
     has_shift: Vec<bool>,
     /// Per-class weighted sums of `x − K`, then (after `finish_means`) their block means `D`.
-    sum: Vec<f64>,
+    sum: AlignedBuf,
     /// Per-class weighted squared deviations from the block mean.
-    sq_dev: Vec<f64>,
+    sq_dev: AlignedBuf,
     /// Per-class weighted sums of deviations from the block mean (zero in exact arithmetic);
     /// the corrected two-pass algorithm (Chan, Golub & LeVeque 1983) adds them back.
-    dev_sum: Vec<f64>,
+    dev_sum: AlignedBuf,
     weight: Vec<f64>,
     seen: Vec<bool>,
     touched: Vec<usize>,
     /// The same for the unweighted global statistics (only when the fit is weighted).
-    global_shift: Vec<f64>,
+    global_shift: AlignedBuf,
     global_has_shift: bool,
-    global_sum: Vec<f64>,
-    global_sq_dev: Vec<f64>,
-    global_dev_sum: Vec<f64>,
+    global_sum: AlignedBuf,
+    global_sq_dev: AlignedBuf,
+    global_dev_sum: AlignedBuf,
     codes: Vec<usize>,
     row_weights: Vec<f64>,
     /// Row-major f64 copy of one block, for layouts without contiguous rows or columns.
     packed: Vec<f64>,
+    /// Accumulator copies of the one-pass kernel (a power of two): row `i` adds into copy
+    /// `i mod copies`, so consecutive rows of one class do not wait on each other's stores.
+    /// `sum`/`sq_dev` hold `copies` tables of `C × d` (`global_*`: of `d`); copy 0 is the one
+    /// the merge reads, the others are folded into it in a fixed order.
+    copies: usize,
+    n_classes: usize,
 }
 
 impl BlockScratch {
     fn new(n_classes: usize, d: usize, block: usize) -> Self {
+        let copies = accumulator_copies(n_classes, d);
         BlockScratch {
-            shift: vec![0.0; n_classes * d],
+            shift: AlignedBuf::zeros(n_classes * d),
             has_shift: vec![false; n_classes],
-            sum: vec![0.0; n_classes * d],
-            sq_dev: vec![0.0; n_classes * d],
-            dev_sum: vec![0.0; n_classes * d],
+            sum: AlignedBuf::zeros(copies * n_classes * d),
+            sq_dev: AlignedBuf::zeros(copies * n_classes * d),
+            dev_sum: AlignedBuf::zeros(n_classes * d),
             weight: vec![0.0; n_classes],
             seen: vec![false; n_classes],
             touched: Vec::with_capacity(n_classes.min(block)),
-            global_shift: vec![0.0; d],
+            global_shift: AlignedBuf::zeros(d),
             global_has_shift: false,
-            global_sum: vec![0.0; d],
-            global_sq_dev: vec![0.0; d],
-            global_dev_sum: vec![0.0; d],
+            global_sum: AlignedBuf::zeros(copies * d),
+            global_sq_dev: AlignedBuf::zeros(copies * d),
+            global_dev_sum: AlignedBuf::zeros(d),
             codes: Vec::with_capacity(block),
             row_weights: Vec::with_capacity(block),
             packed: Vec::new(),
+            copies,
+            n_classes,
         }
     }
 
@@ -410,7 +512,13 @@ fn chunk_stats<E: Element, L: Label>(
         let end = (start + block).min(rows.end);
         load_codes_and_weights(input, start..end, &mut scratch)?;
         let x_block = input.x.slice(ndarray::s![start..end, ..]);
-        block_stats(x_block, input.weights.is_some(), &mut scratch, level);
+        let weighted = input.weights.is_some();
+        if !block_onepass(&stats, x_block, weighted, &mut scratch, level) {
+            // Cancellation (or a non-finite value): redo the block, still in cache, with the
+            // exact corrected two-pass.
+            reset_block(&mut scratch, d, weighted);
+            block_stats(x_block, weighted, &mut scratch, level);
+        }
         merge_block(
             &mut stats,
             &mut scratch,
@@ -476,6 +584,489 @@ fn first_non_finite<E: Element>(
         }
     }
     None
+}
+
+/// How far ahead (bytes) the one-pass row kernel prefetches.
+const PF_BYTES: usize = 2048;
+
+/// Accumulator copies of the one-pass kernel: 4 while the copies stay small (they break the
+/// store-to-load chains of consecutive rows of one class), else 1.
+fn accumulator_copies(n_classes: usize, d: usize) -> usize {
+    if n_classes.saturating_mul(d) <= 2048 {
+        4
+    } else {
+        1
+    }
+}
+
+/// Cancellation guard of the one-pass kernel: the shifted sum of squares may be at most this
+/// many times the block's sum of squared deviations, which bounds the cancellation in
+/// `S2 − S1·D` (and in the mean `K + D`) to a factor 16 of one rounding.
+const ONE_PASS_GUARD: f64 = 16.0;
+
+/// Exact f64 vector load of `L::LANES` elements of `E` (f32 is widened), if `E` is f32 or f64.
+#[inline(always)]
+unsafe fn load_elem<L: Lanes, E: Element>(p: *const E) -> L::V {
+    if TypeId::of::<E>() == TypeId::of::<f32>() {
+        // SAFETY: E is f32 and the caller passes LANES readable elements.
+        unsafe { L::load_f32(p.cast::<f32>()) }
+    } else {
+        // SAFETY: only reached for E = f64 (see `vector_elem`), LANES readable elements.
+        unsafe { L::load(p.cast::<f64>()) }
+    }
+}
+
+/// Scalar multiply-add fused exactly when `L`'s vectors are ([`madd`]).
+#[inline(always)]
+fn madd_lanes<L: Lanes>(a: f64, b: f64, c: f64) -> f64 {
+    if L::FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Whether [`load_elem`] can load `E`.
+#[inline(always)]
+fn vector_elem<E: Element>() -> bool {
+    TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>()
+}
+
+/// One-pass shifted statistics of a block (ALGORITHMS.md §1, "shift by the running mean").
+///
+/// Each class `c` has its shift `K_c` (the running mean's high part, or for a class new to the
+/// chunk its first positive-weight row). One pass accumulates `S1 = Σ w·t` and `S2 = Σ w·t²`
+/// with `t = x − K_c` (exact by Sterbenz's lemma when `x` is within a factor 2 of `K_c`); then
+/// `D = S1/W` and `m2 = S2 − S1·D`, and the block mean is the double-double `K_c + D`.
+/// The rounding error of `m2` is about `u·(n_b + 2)·S2/m2` relative, and that of the mean
+/// `u·|D|/|K + D|`; both are bounded by the guard `S2 ≤ 16·m2` (note `S2/m2 = 1 + D²W/m2`, so
+/// it also bounds `|D|` by `4σ_b`). Returns false, with the scratch dirty, when the guard fails
+/// for any (class, feature), or a value is not finite, or the layout has no contiguous rows
+/// or columns: the caller then redoes the block with the exact corrected two-pass.
+fn block_onepass<E: Element>(
+    stats: &ClassStats,
+    x: ArrayView2<'_, E>,
+    weighted: bool,
+    scratch: &mut BlockScratch,
+    level: SimdLevel,
+) -> bool {
+    let (rows, d) = x.dim();
+    if rows == 0 || d == 0 {
+        return false;
+    }
+    let (row_stride, col_stride) = (x.strides()[0], x.strides()[1]);
+    let by_rows = col_stride == 1 || d == 1;
+    if !by_rows && row_stride != 1 {
+        return false;
+    }
+    prescan_block(x, weighted, scratch);
+    if by_rows {
+        dispatch_rows_onepass(x.as_ptr(), row_stride, rows, d, weighted, scratch, level);
+    } else {
+        dispatch_cols_onepass(x.as_ptr(), col_stride, rows, d, weighted, scratch, level);
+    }
+    fold_copies(scratch, d, weighted);
+    finish_onepass(stats, scratch, d, rows, weighted)
+}
+
+/// Touch every class of the block, set the shifts of classes that have none (first
+/// positive-weight row; the global shift is the first row) and add up the class weights.
+fn prescan_block<E: Element>(x: ArrayView2<'_, E>, weighted: bool, scratch: &mut BlockScratch) {
+    let d = x.ncols();
+    for i in 0..scratch.codes.len() {
+        let c = scratch.codes[i];
+        let w = if weighted {
+            scratch.row_weights[i]
+        } else {
+            1.0
+        };
+        if scratch.touch(c) && w > 0.0 {
+            for (k, v) in scratch.shift[c * d..(c + 1) * d].iter_mut().zip(x.row(i)) {
+                *k = v.to_f64();
+            }
+            scratch.has_shift[c] = true;
+        }
+        scratch.weight[c] += w;
+    }
+    if weighted && !scratch.global_has_shift {
+        for (k, v) in scratch.global_shift.iter_mut().zip(x.row(0)) {
+            *k = v.to_f64();
+        }
+        scratch.global_has_shift = true;
+    }
+}
+
+/// Undo a failed one-pass: zero the block's sums and weights, keep the touched set and shifts.
+fn reset_block(scratch: &mut BlockScratch, d: usize, weighted: bool) {
+    let per_copy = scratch.n_classes * d;
+    for &c in &scratch.touched {
+        for k in 0..scratch.copies {
+            let span = k * per_copy + c * d..k * per_copy + (c + 1) * d;
+            scratch.sum[span.clone()].fill(0.0);
+            scratch.sq_dev[span].fill(0.0);
+        }
+        scratch.dev_sum[c * d..(c + 1) * d].fill(0.0);
+        scratch.weight[c] = 0.0;
+    }
+    if weighted {
+        scratch.global_sum.fill(0.0);
+        scratch.global_sq_dev.fill(0.0);
+        scratch.global_dev_sum.fill(0.0);
+    }
+}
+
+/// Fold accumulator copies 1.. into copy 0, in copy order, and zero them.
+fn fold_copies(scratch: &mut BlockScratch, d: usize, weighted: bool) {
+    let per_copy = scratch.n_classes * d;
+    for k in 1..scratch.copies {
+        let (head, tail) = scratch.sum.split_at_mut(k * per_copy);
+        let (qhead, qtail) = scratch.sq_dev.split_at_mut(k * per_copy);
+        for &c in &scratch.touched {
+            let span = c * d..(c + 1) * d;
+            for (a, b) in head[span.clone()].iter_mut().zip(&mut tail[span.clone()]) {
+                *a += *b;
+                *b = 0.0;
+            }
+            for (a, b) in qhead[span.clone()].iter_mut().zip(&mut qtail[span]) {
+                *a += *b;
+                *b = 0.0;
+            }
+        }
+        if weighted {
+            let (head, tail) = scratch.global_sum.split_at_mut(k * d);
+            for (a, b) in head[..d].iter_mut().zip(&mut tail[..d]) {
+                *a += *b;
+                *b = 0.0;
+            }
+            let (head, tail) = scratch.global_sq_dev.split_at_mut(k * d);
+            for (a, b) in head[..d].iter_mut().zip(&mut tail[..d]) {
+                *a += *b;
+                *b = 0.0;
+            }
+        }
+    }
+}
+
+/// `(S1, S2) → (D, m2)` for one group of a block of weight `weight`, merging into running
+/// statistics of weight `running`; false if the guard fails for any feature.
+///
+/// The guard compares `S2` with the block's whole contribution to the running sum of squared
+/// deviations, `m2 + D²·w·W/(W + w)` (its own spread plus the merge term): the one-pass error
+/// `≈ u·(n_b + 3)·S2` is then at most 16× one rounding of what the block adds to the total,
+/// and these contributions are all ≥ 0, so the relative error of the final `m2` stays
+/// `O(u·n_b)` however small a block's own spread is (a class with one row in a block has
+/// `m2 = 0`). A block that starts the chunk (`W = 0`) must have `S2 ≤ 16·m2` itself.
+#[inline]
+fn finish_group(
+    weight: f64,
+    running: f64,
+    s1: &mut [f64],
+    s2: &mut [f64],
+    residual: &mut [f64],
+) -> bool {
+    if weight <= 0.0 {
+        // Zero-weight rows only: every w·t is 0 (or NaN, which the global statistics catch).
+        s1.fill(0.0);
+        s2.fill(0.0);
+        return true;
+    }
+    let cross = if running > 0.0 {
+        weight * (running / (running + weight))
+    } else {
+        0.0
+    };
+    let mut ok = true;
+    for ((a, q), r) in s1.iter_mut().zip(s2.iter_mut()).zip(residual) {
+        // A correctly rounded division, and its exact remainder `S1 − D·W` (TwoProduct), which
+        // `correct_block_group` turns into the mean's low part: the block mean is then `K + S1/W`
+        // to about u², like the two-pass's corrected mean.
+        let mean = *a / weight;
+        let m2 = *q - *a * mean;
+        // `!(≤)` also rejects NaN: overflowed or non-finite sums go to the two-pass, which
+        // either recovers (squares of deviations from the block mean are smaller) or
+        // propagates the NaN/inf to the chunk-end check.
+        ok &= *q <= ONE_PASS_GUARD * (m2 + mean * mean * cross);
+        let (p, e) = two_prod(mean, weight);
+        let rem = (*a - p) - e;
+        *r = if rem.is_finite() { rem } else { 0.0 };
+        *a = mean;
+        *q = m2.max(0.0);
+    }
+    ok
+}
+
+/// Dekker's TwoProduct without FMA: `(p, e)` with `p = fl(a·b)` and `a·b = p + e` exactly
+/// (barring overflow), the same on every SIMD level.
+#[inline(always)]
+fn two_prod(a: f64, b: f64) -> (f64, f64) {
+    #[inline(always)]
+    fn split(v: f64) -> (f64, f64) {
+        let c = 134_217_729.0 * v; // 2^27 + 1
+        let hi = c - (c - v);
+        (hi, v - hi)
+    }
+    let p = a * b;
+    let (ah, al) = split(a);
+    let (bh, bl) = split(b);
+    (p, ((ah * bh - p) + ah * bl + al * bh) + al * bl)
+}
+
+/// Turn the one-pass sums into block means and squared deviations; false if any guard fails.
+fn finish_onepass(
+    stats: &ClassStats,
+    scratch: &mut BlockScratch,
+    d: usize,
+    rows: usize,
+    weighted: bool,
+) -> bool {
+    let mut ok = true;
+    for &c in &scratch.touched {
+        let span = c * d..(c + 1) * d;
+        ok &= finish_group(
+            scratch.weight[c],
+            stats.classes.weight[c],
+            &mut scratch.sum[span.clone()],
+            &mut scratch.sq_dev[span.clone()],
+            &mut scratch.dev_sum[span],
+        );
+    }
+    if weighted {
+        ok &= finish_group(
+            rows as f64,
+            stats.global.weight[0],
+            &mut scratch.global_sum[..d],
+            &mut scratch.global_sq_dev[..d],
+            &mut scratch.global_dev_sum,
+        );
+    }
+    ok
+}
+
+/// Row-major one-pass kernel: row `i` (at `base + i·row_stride`, contiguous) adds `w·t` and
+/// `w·t²` into accumulator copy `i mod copies` of its class, `L::LANES` features at a time.
+///
+/// # Safety
+/// `base + i·row_stride + j` must be readable for `i < codes.len()`, `j < d`; the scratch
+/// tables must have the sizes [`BlockScratch::new`] gives them; the CPU must support `L`.
+#[inline(always)]
+unsafe fn rows_onepass<L: Lanes, E: Element, const WEIGHTED: bool>(
+    base: *const E,
+    row_stride: isize,
+    d: usize,
+    scratch: &mut BlockScratch,
+) {
+    let nv = if vector_elem::<E>() { d / L::LANES } else { 0 };
+    let vec_end = nv * L::LANES;
+    let mask = scratch.copies - 1;
+    let per_copy = scratch.n_classes * d;
+    let shift = scratch.shift.as_ptr();
+    let s1 = scratch.sum.as_mut_ptr();
+    let s2 = scratch.sq_dev.as_mut_ptr();
+    let gshift = scratch.global_shift.as_ptr();
+    let g1 = scratch.global_sum.as_mut_ptr();
+    let g2 = scratch.global_sq_dev.as_mut_ptr();
+    // Software prefetch PF_BYTES ahead: the accumulator stores otherwise hold back the hardware
+    // prefetcher, and the loop waits on DRAM.
+    let row_bytes = d * std::mem::size_of::<E>();
+    let ahead = (PF_BYTES / row_bytes.max(1)).max(1) as isize * row_stride;
+    for (i, &c) in scratch.codes.iter().enumerate() {
+        let next = base
+            .wrapping_offset(i as isize * row_stride + ahead)
+            .cast::<u8>();
+        for b in (0..row_bytes).step_by(64) {
+            prefetch_read(next.wrapping_add(b));
+        }
+        // SAFETY: the caller guarantees the rows and table sizes; `c < n_classes` (checked when
+        // the codes were loaded), copy `i & mask < copies`.
+        unsafe {
+            let row = base.offset(i as isize * row_stride);
+            let k = shift.add(c * d);
+            let off = (i & mask) * per_copy + c * d;
+            let (a1, a2) = (s1.add(off), s2.add(off));
+            let goff = (i & mask) * d;
+            let (b1, b2) = (g1.add(goff), g2.add(goff));
+            let w = if WEIGHTED {
+                *scratch.row_weights.get_unchecked(i)
+            } else {
+                1.0
+            };
+            let wv = L::splat(w);
+            for v in 0..nv {
+                let j = v * L::LANES;
+                let xv = load_elem::<L, E>(row.add(j));
+                let t = L::sub(xv, L::load(k.add(j)));
+                if WEIGHTED {
+                    let wt = L::mul(wv, t);
+                    L::store(a1.add(j), L::add(L::load(a1.add(j)), wt));
+                    L::store(a2.add(j), L::fmadd(wt, t, L::load(a2.add(j))));
+                    let tg = L::sub(xv, L::load(gshift.add(j)));
+                    L::store(b1.add(j), L::add(L::load(b1.add(j)), tg));
+                    L::store(b2.add(j), L::fmadd(tg, tg, L::load(b2.add(j))));
+                } else {
+                    L::store(a1.add(j), L::add(L::load(a1.add(j)), t));
+                    L::store(a2.add(j), L::fmadd(t, t, L::load(a2.add(j))));
+                }
+            }
+            for j in vec_end..d {
+                let xv = (*row.add(j)).to_f64();
+                let t = xv - *k.add(j);
+                if WEIGHTED {
+                    let wt = w * t;
+                    *a1.add(j) += wt;
+                    *a2.add(j) = madd_lanes::<L>(wt, t, *a2.add(j));
+                    let tg = xv - *gshift.add(j);
+                    *b1.add(j) += tg;
+                    *b2.add(j) = madd_lanes::<L>(tg, tg, *b2.add(j));
+                } else {
+                    *a1.add(j) += t;
+                    *a2.add(j) = madd_lanes::<L>(t, t, *a2.add(j));
+                }
+            }
+        }
+    }
+}
+
+/// Column-major one-pass kernel: each column (at `base + j·col_stride`, contiguous) is one
+/// stream; row `i` adds into accumulator copy `i mod copies` of its class.
+///
+/// # Safety
+/// As [`rows_onepass`], with columns in place of rows.
+#[inline(always)]
+unsafe fn cols_onepass<E: Element, const WEIGHTED: bool, const FMA: bool>(
+    base: *const E,
+    col_stride: isize,
+    d: usize,
+    scratch: &mut BlockScratch,
+) {
+    let mask = scratch.copies - 1;
+    let per_copy = scratch.n_classes * d;
+    let rows = scratch.codes.len();
+    for j in 0..d {
+        // SAFETY: the caller guarantees the columns; indices stay inside the tables.
+        unsafe {
+            let col = std::slice::from_raw_parts(base.offset(j as isize * col_stride), rows);
+            let shift = scratch.shift.as_ptr().add(j);
+            let s1 = scratch.sum.as_mut_ptr().add(j);
+            let s2 = scratch.sq_dev.as_mut_ptr().add(j);
+            let gk = scratch.global_shift[j];
+            let mut g1 = [0.0f64; 4];
+            let mut g2 = [0.0f64; 4];
+            for (i, (&c, &v)) in scratch.codes.iter().zip(col).enumerate() {
+                let x = v.to_f64();
+                let t = x - *shift.add(c * d);
+                let off = (i & mask) * per_copy + c * d;
+                if WEIGHTED {
+                    let wt = *scratch.row_weights.get_unchecked(i) * t;
+                    *s1.add(off) += wt;
+                    *s2.add(off) = madd::<FMA>(wt, t, *s2.add(off));
+                    let tg = x - gk;
+                    g1[i & 3] += tg;
+                    g2[i & 3] = madd::<FMA>(tg, tg, g2[i & 3]);
+                } else {
+                    *s1.add(off) += t;
+                    *s2.add(off) = madd::<FMA>(t, t, *s2.add(off));
+                }
+            }
+            if WEIGHTED {
+                scratch.global_sum[j] = (g1[0] + g1[1]) + (g1[2] + g1[3]);
+                scratch.global_sq_dev[j] = (g2[0] + g2[1]) + (g2[2] + g2[3]);
+            }
+        }
+    }
+}
+
+fn dispatch_rows_onepass<E: Element>(
+    base: *const E,
+    row_stride: isize,
+    rows: usize,
+    d: usize,
+    weighted: bool,
+    scratch: &mut BlockScratch,
+    level: SimdLevel,
+) {
+    debug_assert_eq!(scratch.codes.len(), rows);
+    #[inline(always)]
+    unsafe fn body<L: Lanes, E: Element>(
+        p: *const E,
+        rs: isize,
+        d: usize,
+        w: bool,
+        s: &mut BlockScratch,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if w {
+                rows_onepass::<L, E, true>(p, rs, d, s)
+            } else {
+                rows_onepass::<L, E, false>(p, rs, d, s)
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<E: Element>(p: *const E, rs: isize, d: usize, w: bool, s: &mut BlockScratch) {
+        // SAFETY: forwarded from the caller.
+        unsafe { body::<Avx2Lanes, E>(p, rs, d, w, s) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+    unsafe fn avx512<E: Element>(p: *const E, rs: isize, d: usize, w: bool, s: &mut BlockScratch) {
+        // SAFETY: forwarded from the caller.
+        unsafe { body::<Avx512Lanes, E>(p, rs, d, w, s) }
+    }
+    // SAFETY (all arms): `base`/`row_stride` address the block's `rows × d` elements (an
+    // ndarray view), the scratch was built for this shape, and simd_dispatch! runs each AVX
+    // arm only on a CPU with its features.
+    simd_dispatch!(
+        level,
+        unsafe { body::<ScalarLanes, E>(base, row_stride, d, weighted, scratch) },
+        unsafe { avx2(base, row_stride, d, weighted, scratch) },
+        unsafe { avx512(base, row_stride, d, weighted, scratch) }
+    )
+}
+
+fn dispatch_cols_onepass<E: Element>(
+    base: *const E,
+    col_stride: isize,
+    rows: usize,
+    d: usize,
+    weighted: bool,
+    scratch: &mut BlockScratch,
+    level: SimdLevel,
+) {
+    debug_assert_eq!(scratch.codes.len(), rows);
+    #[inline(always)]
+    unsafe fn body<E: Element, const FMA: bool>(
+        p: *const E,
+        cs: isize,
+        d: usize,
+        w: bool,
+        s: &mut BlockScratch,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if w {
+                cols_onepass::<E, true, FMA>(p, cs, d, s)
+            } else {
+                cols_onepass::<E, false, FMA>(p, cs, d, s)
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<E: Element>(p: *const E, cs: isize, d: usize, w: bool, s: &mut BlockScratch) {
+        // SAFETY: forwarded from the caller.
+        unsafe { body::<E, true>(p, cs, d, w, s) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+    unsafe fn avx512<E: Element>(p: *const E, cs: isize, d: usize, w: bool, s: &mut BlockScratch) {
+        // SAFETY: forwarded from the caller.
+        unsafe { body::<E, true>(p, cs, d, w, s) }
+    }
+    // SAFETY: as in `dispatch_rows_onepass`, with columns.
+    simd_dispatch!(
+        level,
+        unsafe { body::<E, false>(base, col_stride, d, weighted, scratch) },
+        unsafe { avx2(base, col_stride, d, weighted, scratch) },
+        unsafe { avx512(base, col_stride, d, weighted, scratch) }
+    )
 }
 
 /// Both passes over one block, with the layout-specific loop and SIMD level.
@@ -856,8 +1447,8 @@ fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, 
         correct_block_group(
             rows as f64,
             &mut scratch.global_shift,
-            &mut scratch.global_sum,
-            &mut scratch.global_sq_dev,
+            &mut scratch.global_sum[..d],
+            &mut scratch.global_sq_dev[..d],
             &mut scratch.global_dev_sum,
         );
         let global = &mut stats.global;
@@ -870,12 +1461,12 @@ fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, 
             },
             rows as f64,
             &scratch.global_shift,
-            &scratch.global_sum,
-            &scratch.global_sq_dev,
+            &scratch.global_sum[..d],
+            &scratch.global_sq_dev[..d],
         );
         scratch.global_shift.copy_from_slice(&global.mean);
-        scratch.global_sum.fill(0.0);
-        scratch.global_sq_dev.fill(0.0);
+        scratch.global_sum[..d].fill(0.0);
+        scratch.global_sq_dev[..d].fill(0.0);
         scratch.global_dev_sum.fill(0.0);
     }
 }
@@ -907,4 +1498,112 @@ pub fn class_stats_of_rows(
         n_classes,
     };
     class_stats(input, 1, crate::simd::active_level())
+}
+
+#[cfg(test)]
+mod onepass_tests {
+    use super::*;
+    use crate::simd::available_levels;
+    use ndarray::Array2;
+
+    fn stats(x: &[f64], d: usize, y: &[i64], w: Option<&[f64]>, level: SimdLevel) -> ClassStats {
+        let n = y.len();
+        let input = FitInput {
+            x: ArrayView2::from_shape((n, d), x).unwrap(),
+            labels: ArrayView1::from(y),
+            weights: w.map(ArrayView1::from),
+            n_classes: 1,
+        };
+        class_stats(input, 1, level).unwrap()
+    }
+
+    #[test]
+    fn guard_sends_a_mean_near_zero_far_from_the_shift_to_the_two_pass() {
+        // Shift = 0.001 (first row); the mean 0.001/10002 cancels K + D by a factor 1e4.
+        let exact_mean: f64 = 0.001 / 10002.0;
+        let exact_var =
+            (1.0 * (0.001 - exact_mean).powi(2) + 10001.0 * exact_mean.powi(2)) / 10002.0;
+        for level in available_levels() {
+            let s = stats(
+                &[0.001, 0.0, 0.0],
+                1,
+                &[0, 0, 0],
+                Some(&[1.0, 1e4, 1.0]),
+                level,
+            );
+            let m = s.classes.mean[0];
+            assert!(
+                ((m - exact_mean) / exact_mean).abs() < 1e-12,
+                "{level:?} mean {m}"
+            );
+            let v = s.classes.m2[0] / s.classes.weight[0];
+            assert!(
+                ((v - exact_var) / exact_var).abs() < 1e-12,
+                "{level:?} var {v}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_weight_outlier_is_never_the_shift() {
+        for level in available_levels() {
+            let s = stats(
+                &[1e12, 1.0, 2.0, 4.0],
+                1,
+                &[0, 0, 0, 0],
+                Some(&[0.0, 1.0, 1.0, 1.0]),
+                level,
+            );
+            assert_eq!(s.classes.mean[0], 7.0 / 3.0, "{level:?}");
+            let v = s.classes.m2[0] / s.classes.weight[0];
+            assert!((v - 14.0 / 9.0).abs() < 1e-15, "{level:?} var {v}");
+        }
+    }
+
+    #[test]
+    fn one_pass_matches_two_pass_on_offset_data_every_layout() {
+        // Offset 1e9, blocks where some classes have one row (m2_b = 0): the guard must accept
+        // them through the merge term and the result must equal an exact reference closely.
+        let (n, d, c) = (20_000, 37, 50);
+        let mut state = 1u64;
+        let mut unit = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let x = Array2::from_shape_fn((n, d), |_| 1e9 + unit());
+        let y: Vec<i64> = (0..n).map(|i| ((i * 7919) % c) as i64).collect();
+        for level in available_levels() {
+            for view in [x.view(), x.t().as_standard_layout().reversed_axes().view()] {
+                let input = FitInput {
+                    x: view,
+                    labels: ArrayView1::from(&y[..]),
+                    weights: None,
+                    n_classes: c,
+                };
+                let s = class_stats(input, 1, level).unwrap();
+                for class in [0usize, 17, 49] {
+                    for j in [0usize, 8, 36] {
+                        let rows: Vec<f64> = (0..n)
+                            .filter(|&i| y[i] == class as i64)
+                            .map(|i| x[[i, j]] - 1e9)
+                            .collect();
+                        let m = rows.iter().sum::<f64>() / rows.len() as f64;
+                        let v =
+                            rows.iter().map(|r| (r - m) * (r - m)).sum::<f64>() / rows.len() as f64;
+                        let got_m =
+                            s.classes.mean[class * d + j] - 1e9 + s.classes.mean_lo[class * d + j];
+                        let got_v = s.classes.m2[class * d + j] / s.classes.weight[class];
+                        // x − 1e9 is exact, so the reference is good to ~1e-16 · |x − 1e9|.
+                        assert!((got_m - m).abs() < 1e-9, "{level:?} mean {got_m} vs {m}");
+                        assert!(
+                            ((got_v - v) / v).abs() < 1e-12,
+                            "{level:?} var {got_v} vs {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
