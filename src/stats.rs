@@ -240,10 +240,12 @@ pub fn merge_group(a: GroupMut<'_>, w_b: f64, mean_b: &[f64], lo_b: &[f64], m2_b
     }
     let total = *a.weight + w_b;
     let frac_b = w_b / total;
-    let cross = *a.weight * frac_b;
+    let w_a = *a.weight;
     for j in 0..a.mean.len() {
         let delta = (mean_b[j] - a.mean[j]) + (lo_b[j] - a.mean_lo[j]);
-        a.m2[j] += m2_b[j] + delta * delta * cross;
+        // ((δ·W)·(w_b/W'))·δ rather than δ²·(W·w_b/W'): neither δ² nor a subnormal product
+        // of tiny weights is formed when the whole term is representable.
+        a.m2[j] += m2_b[j] + ((delta * w_a) * frac_b) * delta;
         let (hi, lo) = two_sum(a.mean[j], a.mean_lo[j] + delta * frac_b);
         a.mean[j] = hi;
         a.mean_lo[j] = lo;
@@ -363,8 +365,20 @@ pub fn class_stats<E: Element, L: Label>(
         global = classes.pooled();
     }
     if !classes.all_finite() || !global.all_finite() {
+        let what = if classes.weight.iter().any(|w| !w.is_finite()) {
+            "the total sample weight of a class"
+        } else if classes
+            .mean
+            .iter()
+            .chain(&global.mean)
+            .any(|m| !m.is_finite())
+        {
+            "a weighted mean"
+        } else {
+            "the sum of squared deviations"
+        };
         return Err(GaussError::Overflow {
-            what: "the sum of squared deviations".to_string(),
+            what: what.to_string(),
         });
     }
     Ok(ClassStats { classes, global })
@@ -527,12 +541,71 @@ fn chunk_stats<E: Element, L: Label>(
         );
         start = end;
     }
-    if (!stats.classes.all_finite() || !stats.global.all_finite())
-        && let Some(err) = first_non_finite(input.x, rows)
-    {
-        return Err(err);
+    if !stats.classes.all_finite() || !stats.global.all_finite() {
+        if let Some(err) = first_non_finite(input.x, rows.clone()) {
+            return Err(err);
+        }
+        // Finite input whose block sums overflowed (weights near 1e300 times large
+        // deviations, or near-subnormal weights): redo the chunk row by row with the merge
+        // update, which never forms w·(x − K). If the statistics themselves exceed float64,
+        // the caller's final check reports the overflow.
+        return Ok(chunk_stats_rowwise(input, rows));
     }
     Ok(stats)
+}
+
+/// Overflow-safe fallback: every row is merged as a group of one (West's weighted updating,
+/// 1979, in the Schubert–Gertz form of [`merge_group`]): one division per row, products
+/// `δ·(W·w/W')·δ` that stay finite whenever the statistics do.
+fn chunk_stats_rowwise<E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    rows: std::ops::Range<usize>,
+) -> ClassStats {
+    let d = input.x.ncols();
+    let mut stats = ClassStats {
+        classes: Moments::zeros(input.n_classes, d),
+        global: Moments::zeros(1, d),
+    };
+    let zeros = vec![0.0; d];
+    let mut row_values = vec![0.0; d];
+    for row in rows {
+        for (v, x) in row_values.iter_mut().zip(input.x.row(row).iter()) {
+            *v = x.to_f64();
+        }
+        // Labels and weights were validated by the main pass.
+        let class = input.labels[row].to_i64() as usize;
+        let weight = input.weights.map_or(1.0, |w| w[row]);
+        let span = class * d..(class + 1) * d;
+        let classes = &mut stats.classes;
+        merge_group(
+            GroupMut {
+                weight: &mut classes.weight[class],
+                mean: &mut classes.mean[span.clone()],
+                mean_lo: &mut classes.mean_lo[span.clone()],
+                m2: &mut classes.m2[span],
+            },
+            weight,
+            &row_values,
+            &zeros,
+            &zeros,
+        );
+        if input.weights.is_some() {
+            let global = &mut stats.global;
+            merge_group(
+                GroupMut {
+                    weight: &mut global.weight[0],
+                    mean: &mut global.mean,
+                    mean_lo: &mut global.mean_lo,
+                    m2: &mut global.m2,
+                },
+                1.0,
+                &row_values,
+                &zeros,
+                &zeros,
+            );
+        }
+    }
+    stats
 }
 
 fn load_codes_and_weights<E: Element, L: Label>(
@@ -786,9 +859,15 @@ fn finish_group(
         let rem = (*a - p) - e;
         *r = if rem.is_finite() { rem } else { 0.0 };
         *a = mean;
-        *q = m2.max(0.0);
+        *q = clamp_non_negative(m2);
     }
     ok
+}
+
+/// `max(v, 0)` that keeps NaN (`f64::max` would turn NaN into 0 and hide an overflow).
+#[inline(always)]
+fn clamp_non_negative(v: f64) -> f64 {
+    if v < 0.0 { 0.0 } else { v }
 }
 
 /// Dekker's TwoProduct without FMA: `(p, e)` with `p = fl(a·b)` and `a·b = p + e` exactly
@@ -1204,10 +1283,11 @@ fn finish_means(scratch: &mut BlockScratch, d: usize, rows: usize, weighted: boo
     for &c in &scratch.touched {
         let w = scratch.weight[c];
         if w > 0.0 {
-            let inv = 1.0 / w;
+            // A division per (class, feature) and block, not a reciprocal: 1/w overflows for
+            // subnormal weights.
             scratch.sum[c * d..(c + 1) * d]
                 .iter_mut()
-                .for_each(|s| *s *= inv);
+                .for_each(|s| *s /= w);
         }
     }
     if weighted {
@@ -1391,15 +1471,15 @@ fn correct_block_group(
     if weight <= 0.0 {
         return;
     }
-    let inv = 1.0 / weight;
     for (((k, s), q), e) in shift
         .iter_mut()
         .zip(sum.iter_mut())
         .zip(sq_dev)
         .zip(dev_sum)
     {
-        let correction = *e * inv;
-        *q = (*q - correction * *e).max(0.0);
+        // A division, not a reciprocal: 1/weight overflows for subnormal weights.
+        let correction = *e / weight;
+        *q = clamp_non_negative(*q - correction * *e);
         let (hi, lo) = two_sum(*k, *s);
         *k = hi;
         *s = lo + correction;
@@ -1476,6 +1556,11 @@ fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, 
 pub fn merge_stats(a: &Moments, b: &Moments) -> Result<Moments> {
     let mut out = a.clone();
     out.merge(b)?;
+    if !out.all_finite() {
+        return Err(GaussError::Overflow {
+            what: "the merged statistics".to_string(),
+        });
+    }
     Ok(out)
 }
 

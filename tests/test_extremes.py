@@ -1,7 +1,7 @@
 """Extreme values: each test pins down one documented behaviour (docs/hardening.md).
 
-Tests marked ``xfail(strict=True)`` are real core bugs found by the fuzzers (``KBn`` in
-docs/hardening.md); they state the correct behaviour and start failing (XPASS) once fixed.
+The ``test_kbN_*`` tests pin the core bugs the fuzzers found (``KBn`` in docs/hardening.md);
+a bug still open is marked ``xfail(strict=True)``, so its fix shows up as an XPASS failure.
 """
 
 from __future__ import annotations
@@ -188,14 +188,9 @@ def test_broadcast_rows_count_exactly_quick() -> None:
     assert s.mean[1].tolist() == [3.0, -1.0] and s.m2[1].tolist() == [0.0, 0.0]
 
 
-# ------------------------------------------------------ known core bugs (xfail strict)
+# ----------------------------- core bugs found by the fuzzers (KBn), kept as regression tests
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KB6: overflowing m2 becomes 0.0 (inf - inf = NaN, then .max(0.0) in "
-    "stats.rs correct_block_group) instead of ValueError",
-)
 def test_kb6_overflowing_deviations_raise_not_zero() -> None:
     x = np.array([[2.2250738585072014e-308], [-1e154], [-1e308]])
     # exact m2 = sum (x - mean)**2 ~ 1.1e616: must be "overflows float64".
@@ -219,11 +214,6 @@ def test_kb2_subnormal_variance_scores_correctly_or_raises() -> None:
     np.testing.assert_allclose(proba, [[1.0, 0.0], [1.0, 0.0]], atol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KB1: Moments::merge / ClassStats.merge returns inf m2 (or weight) silently "
-    "instead of raising 'overflows float64'",
-)
 def test_kb1_merge_that_overflows_raises() -> None:
     a = class_stats(np.array([[0.7e154], [-0.7e154]]), np.array([0, 0]))  # m2 ~ 0.98e308
     with pytest.raises(ValueError, match="overflow"):
@@ -231,32 +221,17 @@ def test_kb1_merge_that_overflows_raises() -> None:
         assert np.isfinite(merged.m2).all(), merged.m2  # never reached once fixed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KB4: a class (or block) weight below 1/f64::MAX (subnormal weights) makes "
-    "1/weight infinite: spurious 'overflows float64'",
-)
 def test_kb4_subnormal_weights_do_not_overflow() -> None:
     s = class_stats(np.array([[1.0], [2.0]]), np.array([0, 1]), sample_weight=[5e-324, 1.0])
     assert s.mean.ravel().tolist() == [1.0, 2.0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KB7: weight * (x - shift) overflows for weights ~1e300 although the weighted "
-    "mean and m2 are finite: spurious 'overflows float64'",
-)
 def test_kb7_huge_weights_do_not_overflow() -> None:
     x = np.array([[1342352256.0], [-570573504.0]])
     s = class_stats(x, np.array([0, 0]), sample_weight=[0.25, 1e300])
     assert s.mean[0, 0] == pytest.approx(-570573504.0, rel=1e-15, abs=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KB3: with weight ratios beyond ~1e16 the weighted mean error is ~u^2*max|x| "
-    "instead of ~u*sum(w|x|)/W (relative error 1e5 here)",
-)
 def test_kb3_extreme_weight_ratio_mean_is_accurate() -> None:
     s = class_stats(np.array([[1.0], [0.0]]), np.array([0, 0]), sample_weight=[1e-46, 1e-9])
     assert s.mean[0, 0] == pytest.approx(1e-37, rel=1e-12, abs=0)

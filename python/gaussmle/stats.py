@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,8 +188,9 @@ def class_stats(
     weights = as_weights(sample_weight, x.shape[0])
     if n_classes is None:
         n_classes = int(labels.max()) + 1 if labels.size else 0
-    if n_classes < 0:
-        raise ValueError(f"n_classes must be >= 0; got {n_classes}")
+    n_classes = operator.index(n_classes)
+    if not 0 <= n_classes < 2**63:
+        raise ValueError(f"n_classes must be in 0..2**63; got {n_classes}")
     (weight, mean, mean_lo, m2), (g_w, g_mean, g_lo, g_m2) = _core.class_stats(
         x, labels, int(n_classes), weights, n_threads
     )

@@ -906,6 +906,11 @@ fn fuzz_merge(rng: &mut Rng, c: &mut Counters) -> Outcome {
         });
         match merged {
             Ok(m) => acc = m,
+            // Merging parts whose union overflows must report the overflow, as the whole does.
+            Err(GaussError::Overflow { .. }) if whole.is_err() => {
+                c.errors_returned += 1;
+                return Ok(());
+            }
             Err(e) => return Err(format!("merge of valid parts failed: {e}")),
         }
     }
