@@ -157,15 +157,18 @@ impl Moments {
                 ),
             });
         }
+        // Merge into a copy: a merge whose result overflows is an error and leaves `self` as
+        // it was (the tables are small next to the data, so the copy is cheap).
+        let mut merged = self.clone();
         let d = self.n_features;
         for g in 0..self.n_groups {
             let span = g * d..(g + 1) * d;
             merge_group(
                 GroupMut {
-                    weight: &mut self.weight[g],
-                    mean: &mut self.mean[span.clone()],
-                    mean_lo: &mut self.mean_lo[span.clone()],
-                    m2: &mut self.m2[span.clone()],
+                    weight: &mut merged.weight[g],
+                    mean: &mut merged.mean[span.clone()],
+                    mean_lo: &mut merged.mean_lo[span.clone()],
+                    m2: &mut merged.m2[span.clone()],
                 },
                 other.weight[g],
                 &other.mean[span.clone()],
@@ -173,6 +176,12 @@ impl Moments {
                 &other.m2[span],
             );
         }
+        if !merged.all_finite() && self.all_finite() && other.all_finite() {
+            return Err(GaussError::Overflow {
+                what: "the merged statistics".to_string(),
+            });
+        }
+        *self = merged;
         Ok(())
     }
 
@@ -1556,11 +1565,6 @@ fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, 
 pub fn merge_stats(a: &Moments, b: &Moments) -> Result<Moments> {
     let mut out = a.clone();
     out.merge(b)?;
-    if !out.all_finite() {
-        return Err(GaussError::Overflow {
-            what: "the merged statistics".to_string(),
-        });
-    }
     Ok(out)
 }
 

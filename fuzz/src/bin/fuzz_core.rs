@@ -1090,7 +1090,11 @@ fn fuzz_scorer(rng: &mut Rng, c: &mut Counters) -> Outcome {
     let mut expected_bad = !shape_ok || n_classes == 0;
     if shape_ok {
         expected_bad |= mean_a.iter().any(|m| !m.is_finite());
-        expected_bad |= var_a.iter().any(|v| !(v.is_finite() && *v > 0.0));
+        // The scorer supports normal variances only (1/(2 var) must be finite): subnormal
+        // ones are rejected by design (docs/hardening.md, KB2).
+        expected_bad |= var_a
+            .iter()
+            .any(|v| !(v.is_finite() && *v >= f64::MIN_POSITIVE));
         expected_bad |= lp_a.iter().any(|p| p.is_nan() || *p == f64::INFINITY);
         expected_bad |= !lp_a.iter().any(|p| p.is_finite());
     }
@@ -1106,7 +1110,8 @@ fn fuzz_scorer(rng: &mut Rng, c: &mut Counters) -> Outcome {
                 } => {
                     shape_ok
                         && var_a.get((*class, *feature)).is_some_and(|v| {
-                            v.to_bits() == value.to_bits() && !(v.is_finite() && *v > 0.0)
+                            v.to_bits() == value.to_bits()
+                                && !(v.is_finite() && *v >= f64::MIN_POSITIVE)
                         })
                 }
                 GaussError::BadParameter { .. } => expected_bad,
