@@ -42,12 +42,17 @@ const PARALLEL_MIN_WORK: usize = 1 << 18;
 pub struct Scorer {
     n_classes: usize,
     n_features: usize,
-    /// `k_c` per class, padded to a multiple of `CLASS_BLOCK` with −inf.
+    /// `k_c` per class (correctly rounded from a double-double value), padded to a multiple
+    /// of `CLASS_BLOCK` with −inf.
     log_norm: Vec<f64>,
+    /// `k_c − log_norm[c]` (the low half of the double-double `k_c`; 0 for −inf and padding).
+    log_norm_lo: Vec<f64>,
     /// Means in `[C/K][d][K]` blocks (padding 0).
     mean_blocked: Vec<f64>,
     /// `1/(2 var)` in `[C/K][d][K]` blocks (padding 0).
     half_inv_var_blocked: Vec<f64>,
+    /// `1/(2 var) − half_inv_var` (the low half of its double-double value), `[C][d]`.
+    half_inv_var_lo: Vec<f64>,
 }
 
 /// What to write for each row.
@@ -64,8 +69,16 @@ pub enum MatrixKind {
 impl Scorer {
     /// Validate `mean`, `var` (C × d) and `log_prior` (C) and precompute the kernel's constants.
     ///
-    /// `var` must be finite and > 0. `log_prior` may be −inf (a class that is never predicted)
-    /// but not NaN or +inf, and at least one class must have a finite log prior.
+    /// `var` must be finite and > 0, and at least `f64::MIN_POSITIVE` (2.2250738585072014e-308,
+    /// the smallest normal float64): a subnormal variance is rejected with a `BadParameter`
+    /// error (a ValueError in Python) that states this bound, because `1/(2 var)` would be
+    /// infinite (for var < 0.5/f64::MAX) or lose digits. `log_prior` may be −inf (a class that
+    /// is never predicted) but not NaN or +inf, and at least one class must have a finite log
+    /// prior.
+    ///
+    /// `k_c` and `1/(2 var)` are computed in double-double (≈ 2⁻¹⁰⁶ relative) and stored as
+    /// the rounded value plus its low part: the SIMD kernel uses the former, the exact
+    /// fallback for log-proba/proba (see [`MatrixSink`]) both.
     pub fn new(
         mean: ArrayView2<'_, f64>,
         var: ArrayView2<'_, f64>,
@@ -103,6 +116,16 @@ impl Scorer {
                     value,
                 });
             }
+            if value < f64::MIN_POSITIVE {
+                return Err(GaussError::BadParameter {
+                    what: format!(
+                        "variance must be >= {:e} (the smallest normal float64; the \
+                         smallest supported variance); got {value:e} for class {class}, \
+                         feature {feature}",
+                        f64::MIN_POSITIVE
+                    ),
+                });
+            }
         }
         if let Some(p) = log_prior
             .iter()
@@ -118,33 +141,46 @@ impl Scorer {
             });
         }
         let padded = n_classes.div_ceil(CLASS_BLOCK) * CLASS_BLOCK;
-        let log_two_pi = (2.0 * std::f64::consts::PI).ln();
         let mut log_norm = vec![f64::NEG_INFINITY; padded];
+        let mut log_norm_lo = vec![0.0; padded];
         for c in 0..n_classes {
-            let log_det: f64 = var.row(c).iter().map(|v| v.ln()).sum();
-            log_norm[c] = log_prior[c] - 0.5 * (log_det + n_features as f64 * log_two_pi);
-            if log_norm[c] == f64::INFINITY {
+            if log_prior[c] == f64::NEG_INFINITY {
+                continue;
+            }
+            // k_c = log prior − ½ (Σ_d log var + d·log 2π), all in double-double.
+            let log_det = var.row(c).iter().fold(Dd::ZERO, |a, &v| a.add(ln_dd(v)));
+            let total = log_det.add(LN_2PI.mul_f(n_features as f64));
+            let k = Dd::from(log_prior[c]).add(total.mul_f(-0.5));
+            if !k.hi.is_finite() {
                 return Err(GaussError::Overflow {
                     what: "the log normalising constant".into(),
                 });
             }
+            (log_norm[c], log_norm_lo[c]) = (k.hi, k.lo);
         }
         let mut mean_blocked = vec![0.0; padded * n_features];
         let mut half_inv_var_blocked = vec![0.0; padded * n_features];
+        let mut half_inv_var_lo = vec![0.0; n_classes * n_features];
         for c in 0..n_classes {
             let (block, lane) = (c / CLASS_BLOCK, c % CLASS_BLOCK);
             for j in 0..n_features {
                 let at = (block * n_features + j) * CLASS_BLOCK + lane;
+                let v = var[[c, j]];
+                let h = 0.5 / v;
                 mean_blocked[at] = mean[[c, j]];
-                half_inv_var_blocked[at] = 0.5 / var[[c, j]];
+                half_inv_var_blocked[at] = h;
+                // 0.5 − h·v is exact (the remainder of a correctly rounded division).
+                half_inv_var_lo[c * n_features + j] = (-h).mul_add(v, 0.5) / v;
             }
         }
         Ok(Scorer {
             n_classes,
             n_features,
             log_norm,
+            log_norm_lo,
             mean_blocked,
             half_inv_var_blocked,
+            half_inv_var_lo,
         })
     }
 
@@ -191,6 +227,17 @@ impl Scorer {
                 ),
             });
         }
+        let gamma = (2.5 + (self.n_features as f64).sqrt()) * UNIT_ROUNDOFF;
+        let p_err: Vec<f64> = self.log_norm[..self.n_classes]
+            .iter()
+            .map(|&k| {
+                if k.is_finite() {
+                    UNIT_ROUNDOFF.mul_add(k.abs(), gamma * k)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let rows = self.rows_per_chunk(x.nrows(), n_threads);
         let chunks: Vec<_> = x
             .axis_chunks_iter(Axis(0), rows)
@@ -203,6 +250,10 @@ impl Scorer {
                 out: &mut oc,
                 chunk_offset: k * rows,
                 n_classes: self.n_classes,
+                scorer: self,
+                gamma,
+                p_err: p_err.clone(),
+                scratch: Vec::new(),
             };
             self.for_each_tile(xc, k * rows, level, &mut sink)
         };
@@ -311,11 +362,13 @@ fn run_chunks<I: Send>(
 /// loops are compiled inside the SIMD level's `#[target_feature]` function.
 trait TileSink {
     /// `scores[c * R + r]` is the jll of class `c` (padded to a multiple of `CLASS_BLOCK`) for
-    /// tile row `r`; rows `valid..R` are padding. The sink may overwrite `scores`.
+    /// tile row `r`; rows `valid..R` are padding. `packed[j * R + r]` is feature `j` of tile
+    /// row `r` (exact f64). The sink may overwrite `scores`.
     fn tile<L: Lanes, const R: usize>(
         &mut self,
         row0: usize,
         valid: usize,
+        packed: &[f64],
         scores: &mut [f64],
     ) -> Result<()>;
 }
@@ -336,25 +389,53 @@ fn lane_row_mut<const R: usize>(scores: &mut [f64], c: usize) -> &mut [f64; R] {
         .unwrap_or_else(|_| unreachable!())
 }
 
-/// Row-wise maximum over the first `n_classes` classes of a tile (vectorised over rows).
+/// Unit roundoff of f64, `u = 2⁻⁵³`.
+const UNIT_ROUNDOFF: f64 = f64::EPSILON / 2.0;
+
+/// Relative accuracy the fast log-proba/proba path must reach by its error estimate; rows
+/// that miss it are recomputed in double-double. A fifth of the 1e-12 target (margin for the
+/// estimate and the final exp/log1p/division roundings); at 1e-13 about 1% of the rows of
+/// ordinary data (d = 32, |J| ≈ 50) would take the slow path, at 2e-13 none.
+const POSTERIOR_RTOL: f64 = 2e-13;
+
+/// `a·b + c`, fused when the level has FMA (else a libm call would be slow).
 #[inline(always)]
-fn tile_row_max<const R: usize>(scores: &[f64], n_classes: usize) -> [f64; R] {
-    let mut max = [f64::NEG_INFINITY; R];
-    for c in 0..n_classes {
-        let s = lane_row::<R>(scores, c);
-        for r in 0..R {
-            max[r] = if s[r] > max[r] { s[r] } else { max[r] };
-        }
-    }
-    max
+fn fma<L: Lanes>(a: f64, b: f64, c: f64) -> f64 {
+    if L::FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
 /// Writes the jll, log-probabilities or probabilities of each tile into an n × C matrix.
+///
+/// Posteriors (H2): with `J` the row's jll, `m` its first maximum, `D_c = J_c − J_m` and
+/// `rest = Σ_{c≠m} exp(D_c)`, `log p_c = D_c − log1p(rest)` and `p_c = exp(D_c) / (1 + rest)`
+/// (for the winner `D_m = 0`), so the winner's `log p = −log1p(rest)` keeps its relative
+/// accuracy however small it is.
+///
+/// Each `J_c` is stored in f64 and its error is estimated as
+/// `E_c = u·|k_c| + γ·(k_c − J_c)`, `γ = (2.5 + √d)·u` (correctly rounded `k_c` and the final
+/// rounding, ≤ 2u per quadratic term, and a d-term sum whose rounding errors grow like √d;
+/// the rigorous worst case has `d` in place of `√d`). The error of `D_c` is then
+/// `E_c + E_m`, and that of `log p_c` adds `Ew = Σ_{c≠m} exp(D_c)(E_c + E_m)/(1 + rest)`
+/// (through log1p). A row is recomputed when, for some class, that absolute error exceeds
+/// `POSTERIOR_RTOL` times `|log p_c|` (log-proba; `|log p_c| ≥ max(|D_c|, ln 2)` for a loser,
+/// `log1p(rest)` for the winner) or times 1 (proba, the relative error of `p_c`, for every
+/// `p_c` that is not subnormal). The recomputation ([`MatrixSink::exact_row`]) evaluates every
+/// class's jll in double-double from the exact `x − μ` and the double-double `k_c` and
+/// `1/(2 var)`, forms `D_c` in double-double and rounds once, so the posteriors are accurate
+/// to a few `u` relative whatever the magnitude of `J`. For ordinary data (|J| up to ~10³)
+/// no row takes that path.
 struct MatrixSink<'a, 'o, T: Element> {
     kind: MatrixKind,
     out: &'a mut ArrayViewMut2<'o, T>,
     chunk_offset: usize,
     n_classes: usize,
+    scorer: &'a Scorer,
+    /// `γ` of the error estimate above.
+    gamma: f64,
+    /// `P_c = u·|k_c| + γ·k_c` per class (0 for a class with log prior −inf).
+    p_err: Vec<f64>,
+    /// Double-double jll of one row (the exact path).
+    scratch: Vec<Dd>,
 }
 
 impl<T: Element> TileSink for MatrixSink<'_, '_, T> {
@@ -363,59 +444,211 @@ impl<T: Element> TileSink for MatrixSink<'_, '_, T> {
         &mut self,
         row0: usize,
         valid: usize,
+        packed: &[f64],
+        scores: &mut [f64],
+    ) -> Result<()> {
+        match self.kind {
+            MatrixKind::JointLogLikelihood => {}
+            MatrixKind::LogProba => self.posteriors::<L, R, false>(row0, valid, packed, scores)?,
+            MatrixKind::Proba => self.posteriors::<L, R, true>(row0, valid, packed, scores)?,
+        }
+        write_rows::<T, R>(self.out, row0, valid, self.n_classes, scores);
+        Ok(())
+    }
+}
+
+impl<T: Element> MatrixSink<'_, '_, T> {
+    /// Turn the tile's jll into log-probabilities (`PROBA = false`) or probabilities, with the
+    /// error check and exact fallback described at [`MatrixSink`].
+    ///
+    /// With `P_c = u·|k_c| + γ·k_c` and `J_c = J_m + D_c`, the error estimate of `D_c` is
+    /// `E_c + E_m = P_c + γ·|D_c| + Z` with the row constant `Z = P_m − 2γ·J_m`; the per-class
+    /// work is a few vector operations next to the exp.
+    #[inline(always)]
+    fn posteriors<L: Lanes, const R: usize, const PROBA: bool>(
+        &mut self,
+        row0: usize,
+        valid: usize,
+        packed: &[f64],
         scores: &mut [f64],
     ) -> Result<()> {
         let n_classes = self.n_classes;
-        if self.kind != MatrixKind::JointLogLikelihood {
-            let max = tile_row_max::<R>(scores, n_classes);
-            if let Some(r) = (0..valid).find(|&r| max[r] == f64::NEG_INFINITY) {
-                return Err(GaussError::NoFiniteLikelihood {
-                    row: self.chunk_offset + row0 + r,
-                });
+        let p_err = &self.p_err[..n_classes];
+        // The first maximum of each row, its class (as f64, to stay in vector lanes) and P.
+        let mut max = [f64::NEG_INFINITY; R];
+        let mut win = [0.0f64; R];
+        let mut p_win = [0.0f64; R];
+        for (c, &pc) in p_err.iter().enumerate() {
+            let s = lane_row::<R>(scores, c);
+            let cf = c as f64;
+            for r in 0..R {
+                let better = s[r] > max[r];
+                max[r] = if better { s[r] } else { max[r] };
+                win[r] = if better { cf } else { win[r] };
+                p_win[r] = if better { pc } else { p_win[r] };
             }
-            // Max-shifted log-sum-exp: every exponent is ≤ 0, the largest is exactly 0, so the
-            // sum is in [1, C] and nothing overflows even when jll ≈ −1e300.
-            let mut total = [0.0f64; R];
-            let proba = self.kind == MatrixKind::Proba;
-            for c in 0..n_classes {
+        }
+        if let Some(r) = (0..valid).find(|&r| max[r] == f64::NEG_INFINITY) {
+            return Err(GaussError::NoFiniteLikelihood {
+                row: self.chunk_offset + row0 + r,
+            });
+        }
+        let gamma = self.gamma;
+        // Max-shifted: every exponent is ≤ 0 and the winner's is exactly 0, so nothing
+        // overflows even when jll ≈ −1e300.
+        let mut rest = [0.0f64; R];
+        // Σ_{c≠m} exp(D_c)·(P_c + γ|D_c|).
+        let mut weighted_err = [0.0f64; R];
+        // Max over losers of the class's share of `error − tolerance`.
+        let mut worst = [f64::NEG_INFINITY; R];
+        // Row blocks of (at most) 8 keep the per-row state in few registers.
+        const W: usize = 8;
+        let w = if R < W { R } else { W };
+        for r0 in (0..R).step_by(w) {
+            for (c, &pc) in p_err.iter().enumerate() {
                 let s = lane_row_mut::<R>(scores, c);
-                for r in 0..R {
+                let cf = c as f64;
+                for r in r0..r0 + w {
                     let shifted = s[r] - max[r];
                     let e = if L::FMA {
                         exp_nonpositive::<true>(shifted)
                     } else {
                         exp_nonpositive::<false>(shifted)
                     };
-                    total[r] += e;
-                    // Proba keeps exp(jll − max); log-proba keeps jll − max.
-                    s[r] = if proba { e } else { shifted };
-                }
-            }
-            let mut factor = [0.0f64; R];
-            if proba {
-                for r in 0..R {
-                    factor[r] = 1.0 / total[r];
-                }
-            } else {
-                // (jll − max) − log Σ, in that order: max + log Σ would round log Σ away
-                // when |max| ≈ 1e300.
-                for r in 0..valid {
-                    factor[r] = total[r].ln();
-                }
-            }
-            for c in 0..n_classes {
-                let s = lane_row_mut::<R>(scores, c);
-                for r in 0..R {
-                    s[r] = if proba {
-                        s[r] * factor[r]
+                    let loser = cf != win[r];
+                    let e_loser = if loser { e } else { 0.0 };
+                    rest[r] += e_loser;
+                    // P_c + γ|D_c| (|D_c| clamped where exp(D_c) = 0 anyway, to avoid 0·inf).
+                    let err = fma::<L>(gamma, -shifted.max(-746.0), pc);
+                    weighted_err[r] = fma::<L>(e_loser, err, weighted_err[r]);
+                    let excess = if PROBA {
+                        // Tolerance τ (relative error of p_c), for every p_c that is not subnormal.
+                        if e_loser >= f64::MIN_POSITIVE {
+                            err
+                        } else {
+                            f64::NEG_INFINITY
+                        }
                     } else {
-                        s[r] - factor[r]
+                        // Tolerance τ·max(|D_c|, ln 2) ≤ τ·|log p_c| (γ|D_c| folded in).
+                        let d = shifted.min(-std::f64::consts::LN_2);
+                        if loser {
+                            fma::<L>(POSTERIOR_RTOL - gamma, d, pc)
+                        } else {
+                            f64::NEG_INFINITY
+                        }
                     };
+                    worst[r] = if excess > worst[r] { excess } else { worst[r] };
+                    // Proba keeps exp(jll − max); log-proba keeps jll − max.
+                    s[r] = if PROBA { e } else { shifted };
                 }
             }
         }
-        write_rows::<T, R>(self.out, row0, valid, n_classes, scores);
+        let mut factor = [0.0f64; R];
+        let mut z = [0.0f64; R];
+        for r in 0..R {
+            factor[r] = 1.0 / (1.0 + rest[r]);
+            z[r] = fma::<L>(-2.0 * gamma, max[r], p_win[r]);
+        }
+        const { assert!(R <= 64) };
+        let mut redo = 0u64;
+        for r in 0..valid {
+            // Ew: the error that log1p(rest) passes on to every class.
+            let ew = fma::<L>(rest[r], z[r], weighted_err[r]) * factor[r];
+            let bad = if PROBA {
+                worst[r] + z[r] + ew > POSTERIOR_RTOL
+            } else {
+                // (jll − max) − log1p(rest): the winner gets −log1p(rest) at full relative
+                // accuracy, and max + log Σ would round log Σ away when |max| ≈ 1e300.
+                factor[r] = rest[r].ln_1p();
+                worst[r] + z[r] + ew > 0.0 || ew > POSTERIOR_RTOL * factor[r]
+            };
+            redo |= u64::from(bad) << r;
+        }
+        for c in 0..n_classes {
+            let s = lane_row_mut::<R>(scores, c);
+            for r in 0..R {
+                s[r] = if PROBA {
+                    s[r] * factor[r]
+                } else {
+                    s[r] - factor[r]
+                };
+            }
+        }
+        while redo != 0 {
+            let r = redo.trailing_zeros() as usize;
+            redo &= redo - 1;
+            self.exact_row::<R>(packed, r, scores, PROBA);
+        }
         Ok(())
+    }
+
+    /// Recompute tile row `r`'s posteriors from a double-double jll (see [`MatrixSink`]).
+    /// Leaves the fast values if the double-double jll overflows for every class.
+    #[cold]
+    #[inline(never)]
+    fn exact_row<const R: usize>(
+        &mut self,
+        packed: &[f64],
+        r: usize,
+        scores: &mut [f64],
+        proba: bool,
+    ) {
+        let sc = self.scorer;
+        let (n_classes, d) = (self.n_classes, sc.n_features);
+        self.scratch.clear();
+        let mut best: Option<(usize, Dd)> = None;
+        for c in 0..n_classes {
+            let mut jll = Dd::from(f64::NEG_INFINITY);
+            if sc.log_norm[c] > f64::NEG_INFINITY {
+                let (block, lane) = (c / CLASS_BLOCK, c % CLASS_BLOCK);
+                let mut acc = Dd::ZERO;
+                for j in 0..d {
+                    let at = (block * d + j) * CLASS_BLOCK + lane;
+                    let t = two_sum(packed[j * R + r], -sc.mean_blocked[at]);
+                    let h = Dd {
+                        hi: sc.half_inv_var_blocked[at],
+                        lo: sc.half_inv_var_lo[c * d + j],
+                    };
+                    acc = acc.add(t.mul(h).mul(t));
+                }
+                if acc.hi.is_finite() && acc.lo.is_finite() {
+                    let k = Dd {
+                        hi: sc.log_norm[c],
+                        lo: sc.log_norm_lo[c],
+                    };
+                    jll = k.sub(acc);
+                }
+            }
+            if jll.hi > f64::NEG_INFINITY && best.is_none_or(|(_, b)| jll.gt(b)) {
+                best = Some((c, jll));
+            }
+            self.scratch.push(jll);
+        }
+        let Some((m, top)) = best else { return };
+        let mut rest = 0.0;
+        for (c, jll) in self.scratch.iter_mut().enumerate() {
+            // D_c rounded once; −inf for a class with zero likelihood.
+            let shifted = if c == m {
+                0.0
+            } else if jll.hi > f64::NEG_INFINITY {
+                jll.sub(top).to_f64()
+            } else {
+                f64::NEG_INFINITY
+            };
+            *jll = Dd::from(shifted);
+            if c != m {
+                rest += shifted.exp();
+            }
+        }
+        let log1p_rest = rest.ln_1p();
+        let inv = 1.0 / (1.0 + rest);
+        for (c, shifted) in self.scratch.iter().enumerate() {
+            scores[c * R + r] = if proba {
+                shifted.hi.exp() * inv
+            } else {
+                shifted.hi - log1p_rest
+            };
+        }
     }
 }
 
@@ -458,6 +691,7 @@ impl TileSink for PredictSink<'_, '_> {
         &mut self,
         row0: usize,
         valid: usize,
+        _packed: &[f64],
         scores: &mut [f64],
     ) -> Result<()> {
         let mut best = *lane_row::<R>(scores, 0);
@@ -510,7 +744,7 @@ fn tiles<E: Element, S: TileSink, L: Lanes, const RV: usize, const R: usize>(
         // SAFETY: `packed` holds d·R values, `scores` padded·R, and the parameter blocks
         // padded·d (checked by `Scorer::new`); the CPU supports `L` (dispatch checked it).
         unsafe { tile_kernel::<L, RV, R>(scorer, &packed, &mut scores) };
-        sink.tile::<L, R>(row0, valid, &mut scores)?;
+        sink.tile::<L, R>(row0, valid, &packed, &mut scores)?;
         row0 += R;
     }
     Ok(())
@@ -736,5 +970,229 @@ unsafe fn class_block<L: Lanes, const RV: usize, const R: usize, const KB: usize
                 L::store(sp.add(c * R + v * L::LANES), L::sub(k_c, a));
             }
         }
+    }
+}
+
+/// A double-double number `hi + lo` with `|lo| ≤ ulp(hi)/2` (Dekker 1971; Knuth's TwoSum).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Dd {
+    hi: f64,
+    lo: f64,
+}
+
+/// `a + b` exactly as a double-double (any magnitudes).
+#[inline]
+fn two_sum(a: f64, b: f64) -> Dd {
+    let s = a + b;
+    let bb = s - a;
+    Dd {
+        hi: s,
+        lo: (a - (s - bb)) + (b - bb),
+    }
+}
+
+/// `a + b` exactly, for `|a| ≥ |b|` (or a = 0).
+#[inline]
+fn fast_two_sum(a: f64, b: f64) -> Dd {
+    let s = a + b;
+    Dd {
+        hi: s,
+        lo: b - (s - a),
+    }
+}
+
+/// `a · b` exactly (barring underflow), with one FMA.
+#[inline]
+fn two_prod(a: f64, b: f64) -> Dd {
+    let p = a * b;
+    Dd {
+        hi: p,
+        lo: a.mul_add(b, -p),
+    }
+}
+
+impl Dd {
+    const ZERO: Dd = Dd { hi: 0.0, lo: 0.0 };
+
+    fn from(x: f64) -> Dd {
+        Dd { hi: x, lo: 0.0 }
+    }
+
+    /// Sum with relative error O(u²) of the operands' magnitudes (the accurate variant).
+    fn add(self, o: Dd) -> Dd {
+        let s = two_sum(self.hi, o.hi);
+        let t = two_sum(self.lo, o.lo);
+        let s = fast_two_sum(s.hi, s.lo + t.hi);
+        fast_two_sum(s.hi, s.lo + t.lo)
+    }
+
+    fn sub(self, o: Dd) -> Dd {
+        self.add(Dd {
+            hi: -o.hi,
+            lo: -o.lo,
+        })
+    }
+
+    fn mul(self, o: Dd) -> Dd {
+        let p = two_prod(self.hi, o.hi);
+        fast_two_sum(p.hi, p.lo + (self.hi * o.lo + self.lo * o.hi))
+    }
+
+    fn mul_f(self, b: f64) -> Dd {
+        let p = two_prod(self.hi, b);
+        fast_two_sum(p.hi, p.lo + self.lo * b)
+    }
+
+    /// `self / o`, relative error O(u²).
+    fn div(self, o: Dd) -> Dd {
+        let q1 = self.hi / o.hi;
+        let r = self.sub(o.mul_f(q1));
+        let q2 = r.hi / o.hi;
+        let r = r.sub(o.mul_f(q2));
+        let q3 = r.hi / o.hi;
+        let q = fast_two_sum(q1, q2);
+        q.add(Dd::from(q3))
+    }
+
+    fn gt(self, o: Dd) -> bool {
+        self.hi > o.hi || (self.hi == o.hi && self.lo > o.lo)
+    }
+
+    fn to_f64(self) -> f64 {
+        self.hi + self.lo
+    }
+}
+
+/// ln 2 and ln 2π as double-doubles (from 60-digit decimal values).
+const LN_2: Dd = Dd {
+    hi: std::f64::consts::LN_2,
+    lo: 2.319_046_813_846_299_6e-17,
+};
+const LN_2PI: Dd = Dd {
+    hi: 1.837_877_066_409_345_6,
+    lo: -7.756_588_316_134_483e-17,
+};
+
+/// `1/n` as a double-double.
+fn recip_dd(n: f64) -> Dd {
+    let hi = 1.0 / n;
+    Dd {
+        hi,
+        lo: (-hi).mul_add(n, 1.0) / n,
+    }
+}
+
+/// `ln x` for a normal, finite `x > 0`, relative error O(u²): `x = m·2^e` with
+/// `m ∈ [√½, √2)`, `ln m = 2 atanh z = 2 Σ z^(2n+1)/(2n+1)` with `z = (m − 1)/(m + 1)`,
+/// `|z| ≤ 0.172`, so 23 terms reach 2⁻¹¹⁰.
+fn ln_dd(x: f64) -> Dd {
+    debug_assert!(x.is_finite() && x >= f64::MIN_POSITIVE);
+    let bits = x.to_bits();
+    let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
+    if m > std::f64::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    // m − 1 is exact (Sterbenz); m + 1 need not be.
+    let z = Dd::from(m - 1.0).div(two_sum(m, 1.0));
+    let z2 = z.mul(z);
+    const TERMS: usize = 23;
+    let mut sum = recip_dd((2 * TERMS + 1) as f64);
+    for n in (0..TERMS).rev() {
+        sum = sum.mul(z2).add(recip_dd((2 * n + 1) as f64));
+    }
+    LN_2.mul_f(e as f64).add(z.mul(sum).mul_f(2.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    /// Reference values of ln x as (hi, lo) from 60-digit decimal arithmetic.
+    #[test]
+    fn ln_dd_is_double_double_accurate() {
+        let cases = [
+            (2.0, LN_2.hi, LN_2.lo),
+            (10.0, std::f64::consts::LN_10, -2.170_756_223_382_249_4e-16),
+            (1e-300, -690.775_527_898_213_7, -2.367_009_617_670_983_2e-14),
+            (0.7, -0.356_674_943_938_732_45, 4.825_563_799_376_62e-18),
+            (
+                std::f64::consts::SQRT_2,
+                0.346_573_590_279_972_7,
+                2.444_216_941_459_289_8e-17,
+            ),
+            (3e300, 691.874_140_186_881_8, -3.074_398_115_018_244e-14),
+        ];
+        for (x, hi, lo) in cases {
+            let got = ln_dd(x);
+            assert_eq!(got.hi, hi, "ln {x}");
+            let err = ((got.lo - lo) / hi).abs();
+            assert!(
+                err < 1e-30,
+                "ln {x}: lo {} vs {lo} (relative {err:e})",
+                got.lo
+            );
+        }
+        assert_eq!(ln_dd(1.0), Dd::ZERO);
+    }
+
+    fn log_proba(x: f64, mean: [f64; 2], level: SimdLevel) -> [f64; 2] {
+        let scorer = Scorer::new(
+            array![[mean[0]], [mean[1]]].view(),
+            array![[1.0], [1.0]].view(),
+            array![0.0, 0.0].view(),
+        )
+        .unwrap();
+        let mut out = ndarray::Array2::<f64>::zeros((1, 2));
+        scorer
+            .score_into(
+                array![[x]].view(),
+                out.view_mut(),
+                MatrixKind::LogProba,
+                1,
+                level,
+            )
+            .unwrap();
+        [out[[0, 0]], out[[0, 1]]]
+    }
+
+    /// H2: log p at a far point (exact values from 50-digit decimal arithmetic).
+    #[test]
+    fn far_point_and_winner_log_proba_are_relatively_accurate() {
+        for level in crate::simd::available_levels() {
+            // x = −1e4: jll ≈ −5e7, log p_0 = −log1p(e^−20.000002) ≈ −2.0611495e-9.
+            let [w, l] = log_proba(-1e4, [0.0, 2e-3], level);
+            let exact = [-2.061_149_498_011_266e-9, -20.000_002_002_061_15];
+            assert!(
+                ((w - exact[0]) / exact[0]).abs() < 1e-12,
+                "{level:?}: {w:e}"
+            );
+            assert!(((l - exact[1]) / exact[1]).abs() < 1e-12, "{level:?}: {l}");
+            // The winner's log p = −log1p(e^−60) = −8.7565107626965e-27, not 0.
+            let [w, _] = log_proba(-1.0, [0.0, 10.0], level);
+            let exact = -8.756_510_762_696_52e-27;
+            assert!(((w - exact) / exact).abs() < 1e-12, "{level:?}: {w:e}");
+        }
+    }
+
+    #[test]
+    fn subnormal_variance_is_rejected_with_the_bound() {
+        let err = Scorer::new(
+            array![[0.0], [1.0]].view(),
+            array![[5e-324], [1.0]].view(),
+            array![0.0, 0.0].view(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("2.2250738585072014e-308"), "{err}");
+        assert!(
+            Scorer::new(
+                array![[0.0]].view(),
+                array![[f64::MIN_POSITIVE]].view(),
+                array![0.0].view()
+            )
+            .is_ok()
+        );
     }
 }

@@ -198,19 +198,25 @@ def test_kb6_overflowing_deviations_raise_not_zero() -> None:
         class_stats(x, np.zeros(3, dtype=np.int64))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KB2: a variance below 0.5/f64::MAX (subnormal) makes 1/(2 var) infinite in the "
-    "Scorer; x == mean then gives 0*inf (NaN/wrong class) instead of the exact answer",
-)
-def test_kb2_subnormal_variance_scores_correctly_or_raises() -> None:
+def test_kb2_subnormal_variance_is_rejected_with_the_smallest_supported_variance() -> None:
+    """KB2 (fixed by rejection): a variance below 2.2250738585072014e-308 (the smallest normal
+    float64) used to make 1/(2 var) infinite (NaN/wrong class); it is now a ValueError that
+    states the smallest supported variance, for every scorer and make_scorer."""
     mean, var, prior = [[0.0], [1.0]], [[5e-324], [1.0]], [0.0, 0.0]
     x = np.array([[0.0], [1e-300]])
-    try:
-        proba = gaussmle.predict_proba(x, mean, var, prior)
-    except ValueError:
-        return  # rejecting such a variance is also acceptable
-    # Exact: class 0 has jll ~ +371 for both rows, class 1 ~ -0.92.
+    for fn in (
+        gaussmle.joint_log_likelihood,
+        gaussmle.predict,
+        gaussmle.predict_proba,
+        gaussmle.predict_log_proba,
+    ):
+        with pytest.raises(ValueError, match=r"variance must be >= 2\.2250738585072014e-308"):
+            fn(x, mean, var, prior)  # type: ignore[operator]
+    with pytest.raises(ValueError, match="smallest supported variance"):
+        gaussmle.make_scorer(mean, var, prior)
+    # The smallest normal variance itself is supported and scores correctly.
+    tiny = np.finfo(float).tiny
+    proba = gaussmle.predict_proba(x, mean, [[tiny], [1.0]], prior)
     np.testing.assert_allclose(proba, [[1.0, 0.0], [1.0, 0.0]], atol=1e-12)
 
 

@@ -476,3 +476,101 @@ def test_negative_n_threads_is_value_or_type_error(n_threads: int) -> None:
         pass
     except BaseException as exc:
         pytest.fail(f"class_stats(n_threads={n_threads}) raised {type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------- posteriors against exact decimal references
+
+_PI = "3.14159265358979323846264338327950288419716939937510582097494459"
+
+
+def decimal_log_proba(x: Any, mean: Any, var: Any, log_prior: Any) -> list[list[Any]]:
+    """Exact (60-digit) log posteriors: every float is converted exactly to Decimal."""
+    from decimal import Decimal, localcontext
+
+    with localcontext() as ctx:
+        ctx.prec = 60
+        two_pi = 2 * Decimal(_PI)
+        out = []
+        for row in np.asarray(x, dtype=np.float64):
+            jll = []
+            for mu, v, lp in zip(
+                np.asarray(mean), np.asarray(var), np.asarray(log_prior), strict=True
+            ):
+                terms = (
+                    (Decimal(float(xi)) - Decimal(float(m))) ** 2 / (2 * Decimal(float(vi)))
+                    + (two_pi * Decimal(float(vi))).ln() / 2
+                    for xi, m, vi in zip(row, mu, v, strict=True)
+                )
+                jll.append(Decimal(float(lp)) - sum(terms, Decimal(0)))
+            top = max(jll)
+            lse = top + sum(((j - top).exp() for j in jll), Decimal(0)).ln()
+            out.append([j - lse for j in jll])
+        return out
+
+
+def assert_posteriors_relatively_exact(
+    x: Any, mean: Any, var: Any, log_prior: Any, rtol: float = 1e-12
+) -> None:
+    """log p and p (where p is a normal float64) to rtol relative, at every SIMD level."""
+    exact = decimal_log_proba(x, mean, var, log_prior)
+    exact_lp = np.array([[float(v) for v in row] for row in exact])
+    exact_p = np.array([[float(v.exp()) for v in row] for row in exact])
+    levels = gaussmle._core.available_simd_levels()
+    try:
+        for level in levels:
+            gaussmle._core.set_simd_level(level)
+            got_lp = predict_log_proba(x, mean, var, log_prior)
+            got_p = predict_proba(x, mean, var, log_prior)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                err_lp = np.where(exact_lp == 0, np.abs(got_lp), np.abs(got_lp / exact_lp - 1))
+                normal = exact_p >= np.finfo(float).tiny
+                err_p = np.where(normal, np.abs(got_p / np.where(normal, exact_p, 1) - 1), 0)
+            assert err_lp.max() <= rtol, (level, got_lp, exact_lp, err_lp)
+            assert err_p.max() <= rtol, (level, got_p, exact_p, err_p)
+            assert np.all(got_p[~normal] <= 2 * np.finfo(float).tiny), level
+    finally:
+        gaussmle._core.set_simd_level(None)
+
+
+def test_h2_far_point_1e4_sigma_posteriors_are_relatively_exact() -> None:
+    # jll ~ -5e7 for both classes; log p = jll - LSE cancels ~7 digits in the fast path.
+    mean, var, lp = np.array([[0.0], [2e-3]]), np.ones((2, 1)), np.zeros(2)
+    x = np.array([[-1e4], [1e4], [-1e4 + 0.5], [3e4]])
+    assert_posteriors_relatively_exact(x, mean, var, lp)
+
+
+def test_h2_winner_log_proba_is_not_rounded_to_zero() -> None:
+    # Exact winner log p = -log1p(e^-60) = -8.76e-27 (1 - p underflows, log p does not).
+    mean, var, lp = np.array([[0.0], [10.0]]), np.ones((2, 1)), np.zeros(2)
+    x = np.array([[-1.0], [0.0], [11.0], [5.0 - 1e-6]])
+    got = predict_log_proba(x[:1], mean, var, lp)
+    assert got[0, 0] == pytest.approx(-8.756510762696521e-27, rel=1e-12)
+    assert_posteriors_relatively_exact(x, mean, var, lp)
+
+
+def test_h2_huge_means_and_queries() -> None:
+    # means 0 / 1e10, x ~ 1e20, var 1e30: jll ~ -5e9 each, D ~ O(1); x - mean is inexact
+    # in float64 for the second class.
+    mean = np.array([[0.0, 1e10], [1e10, 0.0], [3e10, -2e10]])
+    var = np.full((3, 2), 1e30)
+    lp = np.log([0.2, 0.3, 0.5])
+    x = np.array([[1e20, 1e20], [-1e20, 3e19], [1.5e20, -7e19], [2e10, 1e10]])
+    assert_posteriors_relatively_exact(x, mean, var, lp)
+
+
+def test_h2_near_ties_at_large_magnitude() -> None:
+    # Two classes 2 apart, x within 1e-9 of the midpoint, 1e6 sigma from both means:
+    # log p ~ -log 2 +- 1e-3 and the fast path's D has error ~1e-4 relative.
+    mean = np.array([[1e6, -3.0], [1e6 + 2, -3.0], [-1e6, 0.0]])
+    var = np.array([[1e-6, 1.0], [1e-6, 1.0], [1.0, 1.0]])
+    lp = np.log([0.5, 0.3, 0.2])
+    mid = 1e6 + 1
+    x = np.array([[mid, 2e6], [mid + 1e-9, -2e6], [mid - 3e-10, 0.0], [mid, -3.0]])
+    assert_posteriors_relatively_exact(x, mean, var, lp)
+
+
+def test_h2_ordinary_rows_posteriors_and_simd_levels_agree() -> None:
+    rng = np.random.default_rng(12)
+    mean, var, lp = random_model(rng, 4, 5)
+    x = rng.normal(size=(40, 5)) * 3
+    assert_posteriors_relatively_exact(x, mean, var, lp)
