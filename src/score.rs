@@ -27,12 +27,17 @@ use crate::element::Element;
 use crate::error::{GaussError, Result};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2Lanes, Avx512Lanes};
-use crate::simd::{Lanes, ScalarLanes, SimdLevel, exp_nonpositive};
+use crate::simd::{Lanes, ScalarLanes, SimdLevel, exp_nonpositive, prefetch_l2};
 use crate::simd_dispatch;
 use crate::threads::run_in_pool;
 
 /// Classes per parameter block (accumulators per row vector in the micro-kernel).
 const CLASS_BLOCK: usize = 4;
+
+/// The rows of `x` are prefetched up to this many tiles ahead, and at most about
+/// `PREFETCH_BYTES` of `x` ahead (so that wide rows stay in L2 until they are packed).
+const PREFETCH_TILES: usize = 12;
+const PREFETCH_BYTES: usize = 96 << 10;
 
 /// Serial below this many (row × class × feature) terms: the pool hand-off costs more.
 const PARALLEL_MIN_WORK: usize = 1 << 18;
@@ -254,6 +259,7 @@ impl Scorer {
                 gamma,
                 p_err: p_err.clone(),
                 scratch: Vec::new(),
+                staged: Vec::new(),
             };
             self.for_each_tile(xc, k * rows, level, &mut sink)
         };
@@ -371,6 +377,10 @@ trait TileSink {
         packed: &[f64],
         scores: &mut [f64],
     ) -> Result<()>;
+
+    /// Start and length in bytes of the output of rows `row0..row0 + rows` when it is one
+    /// contiguous run (for prefetching; never dereferenced).
+    fn out_span(&self, row0: usize, rows: usize) -> Option<(*const u8, usize)>;
 }
 
 /// A fixed-size view of tile row-vector `c` of `scores`.
@@ -393,10 +403,11 @@ fn lane_row_mut<const R: usize>(scores: &mut [f64], c: usize) -> &mut [f64; R] {
 const UNIT_ROUNDOFF: f64 = f64::EPSILON / 2.0;
 
 /// Relative accuracy the fast log-proba/proba path must reach by its error estimate; rows
-/// that miss it are recomputed in double-double. A fifth of the 1e-12 target (margin for the
-/// estimate and the final exp/log1p/division roundings); at 1e-13 about 1% of the rows of
-/// ordinary data (d = 32, |J| ≈ 50) would take the slow path, at 2e-13 none.
-const POSTERIOR_RTOL: f64 = 2e-13;
+/// that miss it are recomputed in double-double. Half the 1e-12 target (margin for the final
+/// exp/log1p/division roundings, a few u). At 2e-13 most rows of fitted C = 100, d = 64 data
+/// (|J| ≈ 200) took the slow path and log-proba ran 8× slower than jll; at 5e-13 rows with
+/// |J| up to ~400 at d = 64 stay on the fast path.
+const POSTERIOR_RTOL: f64 = 5e-13;
 
 /// `a·b + c`, fused when the level has FMA (else a libm call would be slow).
 #[inline(always)]
@@ -436,9 +447,18 @@ struct MatrixSink<'a, 'o, T: Element> {
     p_err: Vec<f64>,
     /// Double-double jll of one row (the exact path).
     scratch: Vec<Dd>,
+    /// The tile transposed to `[r][c]` before it is copied to `out`.
+    staged: Vec<f64>,
 }
 
 impl<T: Element> TileSink for MatrixSink<'_, '_, T> {
+    #[inline(always)]
+    fn out_span(&self, row0: usize, rows: usize) -> Option<(*const u8, usize)> {
+        let c = self.n_classes;
+        let p = self.out.as_slice()?.as_ptr().wrapping_add(row0 * c);
+        Some((p.cast(), rows * c * std::mem::size_of::<T>()))
+    }
+
     #[inline(always)]
     fn tile<L: Lanes, const R: usize>(
         &mut self,
@@ -452,7 +472,14 @@ impl<T: Element> TileSink for MatrixSink<'_, '_, T> {
             MatrixKind::LogProba => self.posteriors::<L, R, false>(row0, valid, packed, scores)?,
             MatrixKind::Proba => self.posteriors::<L, R, true>(row0, valid, packed, scores)?,
         }
-        write_rows::<T, R>(self.out, row0, valid, self.n_classes, scores);
+        write_rows::<L, T, R>(
+            self.out,
+            row0,
+            valid,
+            self.n_classes,
+            scores,
+            &mut self.staged,
+        );
         Ok(())
     }
 }
@@ -652,28 +679,56 @@ impl<T: Element> MatrixSink<'_, '_, T> {
     }
 }
 
-/// Transpose the tile (`[c][r]`) into rows `row0..row0 + valid` of `out` (`[r][c]`).
+/// Transpose the tile (`[c][r]`) into rows `row0..row0 + valid` of `out` (`[r][c]`): in
+/// `LANES × LANES` register blocks into `staged` (`[r][c]`, f64), then one contiguous copy (a
+/// scalar strided transpose costs more than the rest of the tile's overhead together).
 #[inline(always)]
-fn write_rows<T: Element, const R: usize>(
+fn write_rows<L: Lanes, T: Element, const R: usize>(
     out: &mut ArrayViewMut2<'_, T>,
     row0: usize,
     valid: usize,
     n_classes: usize,
     scores: &[f64],
+    staged: &mut Vec<f64>,
 ) {
-    if let Some(dst) = out.as_slice_mut() {
-        let rows = &mut dst[row0 * n_classes..(row0 + valid) * n_classes];
-        for (r, row) in rows.chunks_exact_mut(n_classes.max(1)).enumerate() {
-            for (o, s) in row.iter_mut().zip(scores[r..].iter().step_by(R)) {
-                *o = T::from_f64(*s);
+    let c = n_classes;
+    staged.resize(R * c, 0.0);
+    let full_c = c - c % L::LANES;
+    debug_assert!(scores.len() >= full_c.div_ceil(CLASS_BLOCK) * CLASS_BLOCK * R);
+    // SAFETY: every block lies inside `scores` (classes < full_c ≤ padded, rows < R) and
+    // `staged` (rows < R, classes < c); R is a multiple of LANES; the CPU supports `L`.
+    unsafe {
+        let (sp, dp) = (scores.as_ptr(), staged.as_mut_ptr());
+        for rb in (0..R).step_by(L::LANES) {
+            for cb in (0..full_c).step_by(L::LANES) {
+                let mut v = [L::splat(0.0); 8];
+                for (i, v) in v[..L::LANES].iter_mut().enumerate() {
+                    *v = L::load(sp.add((cb + i) * R + rb));
+                }
+                L::transpose(&mut v[..L::LANES]);
+                for (i, v) in v[..L::LANES].iter().enumerate() {
+                    L::store(dp.add((rb + i) * c + cb), *v);
+                }
             }
         }
+    }
+    for k in full_c..c {
+        for (r, &v) in lane_row::<R>(scores, k).iter().enumerate() {
+            staged[r * c + k] = v;
+        }
+    }
+    let src = &staged[..valid * c];
+    if let Some(dst) = out.as_slice_mut() {
+        let dst = &mut dst[row0 * c..(row0 + valid) * c];
+        dst.iter_mut()
+            .zip(src)
+            .for_each(|(o, s)| *o = T::from_f64(*s));
     } else {
-        for r in 0..valid {
+        for (r, s) in src.chunks_exact(c.max(1)).enumerate() {
             let mut row = out.row_mut(row0 + r);
-            for (o, s) in row.iter_mut().zip(scores[r..].iter().step_by(R)) {
-                *o = T::from_f64(*s);
-            }
+            row.iter_mut()
+                .zip(s)
+                .for_each(|(o, s)| *o = T::from_f64(*s));
         }
     }
 }
@@ -686,6 +741,12 @@ struct PredictSink<'a, 'o> {
 }
 
 impl TileSink for PredictSink<'_, '_> {
+    #[inline(always)]
+    fn out_span(&self, row0: usize, rows: usize) -> Option<(*const u8, usize)> {
+        let p = self.out.as_slice()?.as_ptr().wrapping_add(row0);
+        Some((p.cast(), rows * std::mem::size_of::<i64>()))
+    }
+
     #[inline(always)]
     fn tile<L: Lanes, const R: usize>(
         &mut self,
@@ -721,6 +782,47 @@ impl TileSink for PredictSink<'_, '_> {
     }
 }
 
+/// Cache lines to prefetch into L2 while a tile is scored: `x_lines` lines from `x` (input
+/// rows a few tiles ahead), then `out_lines` from `out` (the sink's output rows, so that the
+/// stores do not wait for their lines). Never dereferenced: prefetches do not fault.
+#[derive(Clone, Copy)]
+struct Prefetch {
+    x: *const u8,
+    x_lines: usize,
+    out: *const u8,
+    out_lines: usize,
+}
+
+impl Prefetch {
+    const NONE: Prefetch = Prefetch {
+        x: std::ptr::null(),
+        x_lines: 0,
+        out: std::ptr::null(),
+        out_lines: 0,
+    };
+
+    fn lines(&self) -> usize {
+        self.x_lines + self.out_lines
+    }
+
+    /// Prefetch line `i` of the `lines()` lines (nothing beyond them).
+    #[inline(always)]
+    fn issue(&self, i: usize) {
+        if i < self.x_lines {
+            prefetch_l2(self.x.wrapping_add(i * 64));
+        } else if i - self.x_lines < self.out_lines {
+            prefetch_l2(self.out.wrapping_add((i - self.x_lines) * 64));
+        }
+    }
+}
+
+/// The bytes `[ptr, ptr + bytes)` as a start pointer and a count of 64-byte lines (the first
+/// line rounded down, so every touched line is covered).
+fn line_span(ptr: *const u8, bytes: usize) -> (*const u8, usize) {
+    let misalign = ptr as usize % 64;
+    (ptr.wrapping_sub(misalign), (bytes + misalign).div_ceil(64))
+}
+
 /// Score `x` tile by tile: pack `R = RV · L::LANES` rows, run the micro-kernel, hand the tile
 /// to the sink.
 #[inline(always)]
@@ -735,15 +837,36 @@ fn tiles<E: Element, S: TileSink, L: Lanes, const RV: usize, const R: usize>(
     let padded = scorer.log_norm.len();
     let mut packed = vec![0.0f64; d.max(1) * R];
     let mut scores = vec![0.0f64; padded * R];
+    let contiguous = x.as_slice();
+    let tile_bytes = R * d * std::mem::size_of::<E>();
+    let ahead_tiles = (PREFETCH_BYTES / tile_bytes.max(1)).clamp(1, PREFETCH_TILES);
     let mut row0 = 0;
     while row0 < n {
         let valid = R.min(n - row0);
         if !pack_tile::<E, L, R>(x, row0, valid, &mut packed) {
             return Err(locate_non_finite(x, row0, valid, row_offset));
         }
+        // The rows `ahead_tiles` tiles ahead stream in from memory while this one is
+        // scored (the hardware prefetcher alone leaves most of that latency exposed); the
+        // kernel issues one prefetch per (class block, feature) step, spread over its work.
+        let mut pf = Prefetch::NONE;
+        let (ahead, ahead_end) = (
+            (row0 + ahead_tiles * R).min(n),
+            (row0 + (ahead_tiles + 1) * R).min(n),
+        );
+        if let Some(src) = contiguous {
+            let bytes = (ahead_end - ahead) * d * std::mem::size_of::<E>();
+            (pf.x, pf.x_lines) = line_span(src.as_ptr().wrapping_add(ahead * d).cast(), bytes);
+        }
+        if let Some((p, bytes)) = sink.out_span(ahead, ahead_end - ahead) {
+            (pf.out, pf.out_lines) = line_span(p, bytes);
+        }
         // SAFETY: `packed` holds d·R values, `scores` padded·R, and the parameter blocks
         // padded·d (checked by `Scorer::new`); the CPU supports `L` (dispatch checked it).
-        unsafe { tile_kernel::<L, RV, R>(scorer, &packed, &mut scores) };
+        let issued = unsafe { tile_kernel::<L, RV, R>(scorer, &packed, &mut scores, pf) };
+        for line in issued..pf.lines() {
+            pf.issue(line);
+        }
         sink.tile::<L, R>(row0, valid, &packed, &mut scores)?;
         row0 += R;
     }
@@ -906,7 +1029,8 @@ unsafe fn tile_kernel<L: Lanes, const RV: usize, const R: usize>(
     scorer: &Scorer,
     packed: &[f64],
     scores: &mut [f64],
-) {
+    pf: Prefetch,
+) -> usize {
     const K: usize = CLASS_BLOCK;
     debug_assert!(
         packed.len() >= scorer.n_features * R && scores.len() >= scorer.log_norm.len() * R
@@ -918,17 +1042,18 @@ unsafe fn tile_kernel<L: Lanes, const RV: usize, const R: usize>(
     // SAFETY: see the function's contract.
     unsafe {
         for b in 0..full {
-            class_block::<L, RV, R, K>(scorer, b, xp, sp);
+            class_block::<L, RV, R, K>(scorer, b, xp, sp, pf);
         }
         // The last, partial block computes only its real classes (padding would cost up to
         // 3/4 of the work for C = 1, and 1/6 for C = 10).
         match scorer.n_classes % K {
-            1 => class_block::<L, RV, R, 1>(scorer, full, xp, sp),
-            2 => class_block::<L, RV, R, 2>(scorer, full, xp, sp),
-            3 => class_block::<L, RV, R, 3>(scorer, full, xp, sp),
+            1 => class_block::<L, RV, R, 1>(scorer, full, xp, sp, pf),
+            2 => class_block::<L, RV, R, 2>(scorer, full, xp, sp, pf),
+            3 => class_block::<L, RV, R, 3>(scorer, full, xp, sp, pf),
             _ => {}
         }
     }
+    scorer.n_classes.div_ceil(K) * scorer.n_features
 }
 
 /// The first `KB` classes of parameter block `b` for one tile (see [`tile_kernel`]).
@@ -941,6 +1066,7 @@ unsafe fn class_block<L: Lanes, const RV: usize, const R: usize, const KB: usize
     b: usize,
     xp: *const f64,
     sp: *mut f64,
+    pf: Prefetch,
 ) {
     const K: usize = CLASS_BLOCK;
     let d = scorer.n_features;
@@ -950,6 +1076,7 @@ unsafe fn class_block<L: Lanes, const RV: usize, const R: usize, const KB: usize
         let hp = scorer.half_inv_var_blocked.as_ptr().add(b * d * K);
         let mut acc = [[L::splat(0.0); RV]; KB];
         for j in 0..d {
+            pf.issue(b * d + j);
             let mut xv = [L::splat(0.0); RV];
             for (v, xv) in xv.iter_mut().enumerate() {
                 *xv = L::load(xp.add(j * R + v * L::LANES));
