@@ -28,6 +28,15 @@ enum Matrix<'py> {
     F32(PyReadonlyArray2<'py, f32>),
 }
 
+impl Matrix<'_> {
+    fn nrows(&self) -> usize {
+        match self {
+            Matrix::F64(a) => a.as_array().nrows(),
+            Matrix::F32(a) => a.as_array().nrows(),
+        }
+    }
+}
+
 /// A writable float32 or float64 output matrix.
 enum OutMatrix<'py> {
     F64(PyReadwriteArray2<'py, f64>),
@@ -362,10 +371,7 @@ impl GaussianScorer {
         let n_threads = thread_count(n_threads)?;
         let level = simd::active_level();
         let xm = matrix(x, "X")?;
-        let n_rows = match &xm {
-            Matrix::F64(a) => a.as_array().nrows(),
-            Matrix::F32(a) => a.as_array().nrows(),
-        };
+        let n_rows = xm.nrows();
         let dims = [n_rows, self.inner.n_classes()];
         let out_obj: Bound<'py, PyAny> = match out {
             Some(o) => o.clone(),
@@ -465,10 +471,7 @@ impl GaussianScorer {
         let n_threads = thread_count(n_threads)?;
         let level = simd::active_level();
         let xm = matrix(x, "X")?;
-        let n_rows = match &xm {
-            Matrix::F64(a) => a.as_array().nrows(),
-            Matrix::F32(a) => a.as_array().nrows(),
-        };
+        let n_rows = xm.nrows();
         let out_arr: Bound<'py, PyArray1<i64>> = match out {
             Some(o) => o
                 .cast::<PyArray1<i64>>()

@@ -139,14 +139,6 @@ impl Moments {
         })
     }
 
-    /// MLE variance (`m2 / weight`, ddof = 0); NaN where a group has zero weight.
-    pub fn variance(&self) -> Vec<f64> {
-        let d = self.n_features.max(1);
-        (0..self.n_groups * self.n_features)
-            .map(|k| self.m2[k] / self.weight[k / d])
-            .collect()
-    }
-
     /// Exact merge of the statistics of other rows into `self`.
     pub fn merge(&mut self, other: &Moments) -> Result<()> {
         if self.n_groups != other.n_groups || self.n_features != other.n_features {
