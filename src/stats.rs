@@ -41,7 +41,7 @@ use crate::element::{Element, Label};
 use crate::error::{GaussError, Result};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2Lanes, Avx512Lanes};
-use crate::simd::{Lanes, ScalarLanes, SimdLevel, madd, prefetch_read};
+use crate::simd::{Lanes, ScalarLanes, SimdLevel, madd, prefetch_l2, prefetch_read};
 use crate::simd_dispatch;
 use crate::threads::run_in_pool;
 use std::any::TypeId;
@@ -472,6 +472,21 @@ struct BlockScratch {
     /// the merge reads, the others are folded into it in a fixed order.
     copies: usize,
     n_classes: usize,
+    /// Bucketed path: per-class counts, then write positions, of the current block (all zero
+    /// between blocks).
+    bucket_pos: Vec<u32>,
+    /// Bucketed path: the classes of the current block, in order of first appearance.
+    block_classes: Vec<usize>,
+    /// Bucketed path: each class of the block with its range of `order`.
+    buckets: Vec<(usize, std::ops::Range<usize>)>,
+    /// Bucketed path: the block's row indices grouped by class.
+    order: Vec<u32>,
+    /// Bucketed path: `0..block`, the row order of the global statistics of a weighted fit.
+    iota: Vec<u32>,
+    /// Bucketed path: per bucket of the block, whether its class got its shift in this block.
+    fresh: Vec<bool>,
+    /// Bucketed path: whether the global shift was set in this block.
+    fresh_global: bool,
 }
 
 impl BlockScratch {
@@ -496,6 +511,13 @@ impl BlockScratch {
             packed: Vec::new(),
             copies,
             n_classes,
+            bucket_pos: vec![0; n_classes],
+            block_classes: Vec::new(),
+            buckets: Vec::new(),
+            order: Vec::with_capacity(block),
+            iota: Vec::new(),
+            fresh: Vec::new(),
+            fresh_global: false,
         }
     }
 
@@ -521,6 +543,14 @@ fn chunk_stats<E: Element, L: Label>(
         classes: Moments::zeros(input.n_classes, d),
         global: Moments::zeros(1, d),
     };
+    let by_rows = input.x.strides()[1] == 1 || d == 1;
+    if d > 0
+        && by_rows
+        && vector_elem::<E>()
+        && let Some(stats) = chunk_bucketed(input, rows.clone(), level)?
+    {
+        return Ok(stats);
+    }
     let mut scratch = BlockScratch::new(input.n_classes, d, block);
     let mut start = rows.start;
     while start < rows.end {
@@ -1579,6 +1609,469 @@ pub fn class_stats_of_rows(
         n_classes,
     };
     class_stats(input, 1, crate::simd::active_level())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bucketed one-pass chunk kernel (the fast path for contiguous rows of f32/f64).
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes of X per block of the bucketed path: the block is re-read in class order, so it should
+/// stay in L2.
+const BUCKET_BLOCK_BYTES: usize = 256 * 1024;
+
+/// Rows per block of the bucketed path (at least 64, at most 16384).
+fn bucket_block_rows(d: usize, elem_bytes: usize) -> usize {
+    (BUCKET_BLOCK_BYTES / (d.max(1) * elem_bytes)).clamp(64, 16_384)
+}
+
+/// Vectors per register strip of the bucketed kernel: 4 vectors of S1 and 4 of S2 for each of
+/// the two interleaved rows, plus 4 of shift, use 20 of the 32 AVX-512 registers.
+const STRIP_VECTORS: usize = 4;
+
+/// The block read by the bucketed kernel: rows of `d` contiguous values at
+/// `base + i·row_stride`, their weights (empty when unweighted), and a prefetch cursor that walks
+/// the next block while this one is computed (the kernel reads rows in class order, which the
+/// hardware prefetcher cannot follow, and a burst of prefetches up front is mostly dropped).
+struct BucketBlock<'a, E> {
+    base: *const E,
+    row_stride: isize,
+    weights: &'a [f64],
+    prefetch: *const u8,
+    prefetch_end: *const u8,
+}
+
+impl<E> BucketBlock<'_, E> {
+    /// Prefetch the next `lines` cache lines of the next block (none once it is all asked for).
+    #[inline(always)]
+    fn prefetch_lines(&mut self, lines: usize) {
+        for _ in 0..lines {
+            if self.prefetch < self.prefetch_end {
+                prefetch_l2(self.prefetch);
+                self.prefetch = self.prefetch.wrapping_add(64);
+            }
+        }
+    }
+}
+
+/// One row of [`bucket_strip`]: `acc1 += w·t`, `acc2 += w·t²` with `t = x − k`.
+///
+/// # Safety
+/// As [`bucket_strip`] for row `i`.
+#[inline(always)]
+unsafe fn bucket_step<L: Lanes, E: Element, const WEIGHTED: bool, const NV: usize>(
+    block: &mut BucketBlock<'_, E>,
+    j: usize,
+    k: &[L::V; NV],
+    acc: (&mut [L::V; NV], &mut [L::V; NV]),
+    i: u32,
+) {
+    // As many lines of the next block as this step reads of this one (at least one).
+    block.prefetch_lines((NV * L::LANES * std::mem::size_of::<E>()).div_ceil(64));
+    let (acc1, acc2) = acc;
+    // SAFETY: the caller's contract covers row `i`, features `j .. j + NV·LANES`.
+    unsafe {
+        let row = block.base.offset(i as isize * block.row_stride).add(j);
+        let w = if WEIGHTED {
+            L::splat(*block.weights.get_unchecked(i as usize))
+        } else {
+            L::splat(1.0)
+        };
+        for v in 0..NV {
+            let t = L::sub(load_elem::<L, E>(row.add(v * L::LANES)), k[v]);
+            if WEIGHTED {
+                let wt = L::mul(w, t);
+                acc1[v] = L::add(acc1[v], wt);
+                acc2[v] = L::fmadd(wt, t, acc2[v]);
+            } else {
+                acc1[v] = L::add(acc1[v], t);
+                acc2[v] = L::fmadd(t, t, acc2[v]);
+            }
+        }
+    }
+}
+
+/// One strip of `NV` vectors of `L` (features `j .. j + NV·LANES`) of the class rows `rows`:
+/// the shifted sums are kept in registers over all the rows (two interleaved accumulator sets
+/// break the add latency chain) and added to the chunk accumulators `s1`/`s2` once.
+///
+/// # Safety
+/// `block` rows `i` in `rows` readable at features `j .. j + NV·LANES`, `E` f32 or f64;
+/// `block.weights[i]` present when `WEIGHTED`; `shift`, `s1`, `s2` valid for `NV·LANES` values;
+/// the CPU supports `L`.
+#[inline(always)]
+unsafe fn bucket_strip<L: Lanes, E: Element, const WEIGHTED: bool, const NV: usize>(
+    block: &mut BucketBlock<'_, E>,
+    j: usize,
+    rows: &[u32],
+    (shift, s1, s2): (*const f64, *mut f64, *mut f64),
+) {
+    // SAFETY: the caller's contract covers every pointer formed here.
+    unsafe {
+        let mut k = [L::splat(0.0); NV];
+        for (v, kv) in k.iter_mut().enumerate() {
+            *kv = L::load(shift.add(v * L::LANES));
+        }
+        let zero = L::splat(0.0);
+        let mut a1 = [[zero; NV]; 2];
+        let mut a2 = [[zero; NV]; 2];
+        let (pairs, rest) = rows.as_chunks::<2>();
+        let ([a1_0, a1_1], [a2_0, a2_1]) = (&mut a1, &mut a2);
+        for &[r0, r1] in pairs {
+            bucket_step::<L, E, WEIGHTED, NV>(block, j, &k, (a1_0, a2_0), r0);
+            bucket_step::<L, E, WEIGHTED, NV>(block, j, &k, (a1_1, a2_1), r1);
+        }
+        if let [r] = rest {
+            bucket_step::<L, E, WEIGHTED, NV>(block, j, &k, (a1_0, a2_0), *r);
+        }
+        for v in 0..NV {
+            let p1 = s1.add(v * L::LANES);
+            let p2 = s2.add(v * L::LANES);
+            L::store(p1, L::add(L::load(p1), L::add(a1[0][v], a1[1][v])));
+            L::store(p2, L::add(L::load(p2), L::add(a2[0][v], a2[1][v])));
+        }
+    }
+}
+
+/// All features of the class rows `rows`: strips of [`STRIP_VECTORS`] vectors, then single
+/// vectors, then the last `d mod LANES` features as scalar strips.
+///
+/// # Safety
+/// As [`bucket_strip`] for every feature `< d`; `shift`, `s1`, `s2` valid for `d` values.
+#[inline(always)]
+unsafe fn bucket_rows<L: Lanes, E: Element, const WEIGHTED: bool>(
+    block: &mut BucketBlock<'_, E>,
+    d: usize,
+    rows: &[u32],
+    (shift, s1, s2): (*const f64, *mut f64, *mut f64),
+) {
+    // SAFETY: every strip stays inside the `d` features the caller guarantees.
+    unsafe {
+        let at = |j: usize| (shift.add(j), s1.add(j), s2.add(j));
+        let mut j = 0;
+        while j + STRIP_VECTORS * L::LANES <= d {
+            bucket_strip::<L, E, WEIGHTED, STRIP_VECTORS>(block, j, rows, at(j));
+            j += STRIP_VECTORS * L::LANES;
+        }
+        while j + L::LANES <= d {
+            bucket_strip::<L, E, WEIGHTED, 1>(block, j, rows, at(j));
+            j += L::LANES;
+        }
+        // The last `d mod LANES` features: scalar strips (unfused multiply-add, as the scalar
+        // level).
+        type S = ScalarLanes;
+        while d - j >= 4 {
+            bucket_strip::<S, E, WEIGHTED, 4>(block, j, rows, at(j));
+            j += 4;
+        }
+        match d - j {
+            3 => bucket_strip::<S, E, WEIGHTED, 3>(block, j, rows, at(j)),
+            2 => bucket_strip::<S, E, WEIGHTED, 2>(block, j, rows, at(j)),
+            1 => bucket_strip::<S, E, WEIGHTED, 1>(block, j, rows, at(j)),
+            _ => {}
+        }
+    }
+}
+
+/// Prepare one block of the bucketed path in two passes over its labels: check them and count
+/// the rows of each class, then group the rows by class (a counting sort into `scratch.order`;
+/// classes in order of first appearance, rows in row order within a class). Also checks the
+/// weights, adds up the class weights, marks the classes seen in the chunk, and gives each class
+/// that has none a shift: its first positive-weight row. Returns, per bucket, whether its class
+/// got its shift in this block (and `scratch.fresh_global` for the global shift).
+fn bucket_block<E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    rows: std::ops::Range<usize>,
+    scratch: &mut BlockScratch,
+) -> Result<()> {
+    let BlockScratch {
+        codes,
+        row_weights,
+        bucket_pos,
+        block_classes,
+        buckets,
+        order,
+        fresh,
+        weight: class_weight,
+        seen,
+        touched,
+        has_shift,
+        shift,
+        global_has_shift,
+        global_shift,
+        fresh_global,
+        ..
+    } = scratch;
+    codes.clear();
+    block_classes.clear();
+    for row in rows.clone() {
+        let label = input.labels[row].to_i64();
+        if label < 0 || label as u64 >= input.n_classes as u64 {
+            return Err(GaussError::LabelOutOfRange {
+                row,
+                label,
+                n_classes: input.n_classes,
+            });
+        }
+        let c = label as usize;
+        codes.push(c);
+        if bucket_pos[c] == 0 {
+            block_classes.push(c);
+        }
+        bucket_pos[c] += 1;
+    }
+    row_weights.clear();
+    if let Some(w) = input.weights {
+        for row in rows.clone() {
+            let value = w[row];
+            if !(value.is_finite() && value >= 0.0) {
+                for &c in block_classes.iter() {
+                    bucket_pos[c] = 0;
+                }
+                return Err(GaussError::BadWeight { row, value });
+            }
+            row_weights.push(value);
+        }
+    }
+    buckets.clear();
+    let mut pos = 0u32;
+    for &c in block_classes.iter() {
+        let count = bucket_pos[c];
+        buckets.push((c, pos as usize..(pos + count) as usize));
+        bucket_pos[c] = pos;
+        pos += count;
+    }
+    order.resize(codes.len(), 0);
+    for (i, &c) in codes.iter().enumerate() {
+        order[bucket_pos[c] as usize] = i as u32;
+        bucket_pos[c] += 1;
+    }
+    for &c in block_classes.iter() {
+        bucket_pos[c] = 0;
+    }
+    // Per class: weight, first sighting in the chunk, shift.
+    let d = input.x.ncols();
+    let first = rows.start;
+    fresh.clear();
+    for (c, span) in buckets.iter() {
+        let c = *c;
+        let members = &order[span.clone()];
+        class_weight[c] += if row_weights.is_empty() {
+            members.len() as f64
+        } else {
+            members.iter().map(|&i| row_weights[i as usize]).sum()
+        };
+        if !seen[c] {
+            seen[c] = true;
+            touched.push(c);
+        }
+        let shift_row = if has_shift[c] {
+            None
+        } else if row_weights.is_empty() {
+            members.first()
+        } else {
+            members.iter().find(|&&i| row_weights[i as usize] > 0.0)
+        };
+        fresh.push(shift_row.is_some());
+        if let Some(&i) = shift_row {
+            let values = input.x.row(first + i as usize);
+            for (k, v) in shift[c * d..(c + 1) * d].iter_mut().zip(values) {
+                *k = v.to_f64();
+            }
+            has_shift[c] = true;
+        }
+    }
+    *fresh_global = input.weights.is_some() && !*global_has_shift;
+    if *fresh_global {
+        for (k, v) in global_shift.iter_mut().zip(input.x.row(first)) {
+            *k = v.to_f64();
+        }
+        *global_has_shift = true;
+    }
+    Ok(())
+}
+
+/// [`bucket_rows`] on the rows `rows` of one group at the given SIMD level: adds their shifted
+/// sums (weighted when `block.weights` is not empty) to `s1`/`s2`.
+///
+/// # Safety
+/// `block.base + i·block.row_stride + j` readable for every `i` in `rows` and `j < d`, with `E`
+/// f32 or f64; `block.weights`, when not empty, has an entry for every `i`; `shift`, `s1`, `s2`
+/// valid for `d` values.
+unsafe fn dispatch_bucket_rows<E: Element>(
+    block: &mut BucketBlock<'_, E>,
+    d: usize,
+    rows: &[u32],
+    tables: (*const f64, *mut f64, *mut f64),
+    level: SimdLevel,
+) {
+    type Tables = (*const f64, *mut f64, *mut f64);
+    #[inline(always)]
+    unsafe fn body<L: Lanes, E: Element>(
+        b: &mut BucketBlock<'_, E>,
+        d: usize,
+        rows: &[u32],
+        t: Tables,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if b.weights.is_empty() {
+                bucket_rows::<L, E, false>(b, d, rows, t)
+            } else {
+                bucket_rows::<L, E, true>(b, d, rows, t)
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<E: Element>(b: &mut BucketBlock<'_, E>, d: usize, rows: &[u32], t: Tables) {
+        // SAFETY: forwarded from the caller.
+        unsafe { body::<Avx2Lanes, E>(b, d, rows, t) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+    unsafe fn avx512<E: Element>(b: &mut BucketBlock<'_, E>, d: usize, rows: &[u32], t: Tables) {
+        // SAFETY: forwarded from the caller.
+        unsafe { body::<Avx512Lanes, E>(b, d, rows, t) }
+    }
+    // SAFETY (all arms): the caller's contract, and simd_dispatch! runs each AVX arm only on a
+    // CPU with its features.
+    simd_dispatch!(
+        level,
+        unsafe { body::<ScalarLanes, E>(block, d, rows, tables) },
+        unsafe { avx2(block, d, rows, tables) },
+        unsafe { avx512(block, d, rows, tables) }
+    )
+}
+
+/// Move a fresh shift `k` (a group's first row) to the mean of the group's rows in this block,
+/// so that the chunk-wide guard is not failed by a first row that happens to lie far out
+/// (with hundreds of (class, feature) cells some first row is beyond 4σ in most chunks).
+///
+/// # Safety
+/// As [`dispatch_bucket_rows`], with `k` valid for `d` values.
+#[allow(clippy::too_many_arguments)]
+unsafe fn centre_shift<E: Element>(
+    block: &mut BucketBlock<'_, E>,
+    d: usize,
+    rows: &[u32],
+    weight: f64,
+    k: *mut f64,
+    probe: &mut [f64],
+    level: SimdLevel,
+) {
+    if weight <= 0.0 {
+        return;
+    }
+    probe.fill(0.0);
+    let (p1, p2) = probe.split_at_mut(d);
+    // SAFETY: forwarded from the caller; `probe` holds 2·d values.
+    unsafe {
+        let tables = (k.cast_const(), p1.as_mut_ptr(), p2.as_mut_ptr());
+        dispatch_bucket_rows(block, d, rows, tables, level);
+        for (j, s) in p1.iter().enumerate() {
+            let centred = *k.add(j) + s / weight;
+            if centred.is_finite() {
+                *k.add(j) = centred;
+            }
+        }
+    }
+}
+
+/// Fast path of [`chunk_stats`] for contiguous rows of f32/f64 (ALGORITHMS.md §1, "bucketed
+/// one-pass"): within each L2-sized block the rows are grouped by class, each class's shifted
+/// sums `S1 = Σ w·t`, `S2 = Σ w·t²` are kept in registers over its rows, and added once per block
+/// to chunk-wide sums. The shift of a class stays fixed for the chunk (its first positive-weight
+/// row), so the chunk sums are plain sums, and the one-pass guard ([`finish_group`]) is applied
+/// once, to the chunk. Error of `m2`: about `u·(rows per class per block / 2 + blocks)·S2`, with
+/// `S2 ≤ 16·m2` by the guard.
+///
+/// `Ok(None)` when the guard fails (a class whose first row lies more than about 4σ from its mean,
+/// cancellation, a NaN/inf, overflow): the caller redoes the chunk with the block-wise path, which
+/// moves each shift to the running mean and falls back to the exact two-pass per block.
+fn chunk_bucketed<E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    rows: std::ops::Range<usize>,
+    level: SimdLevel,
+) -> Result<Option<ClassStats>> {
+    let d = input.x.ncols();
+    let weighted = input.weights.is_some();
+    let block = bucket_block_rows(d, std::mem::size_of::<E>());
+    let mut scratch = BlockScratch::new(input.n_classes, d, block);
+    if weighted {
+        scratch.iota = (0..block as u32).collect();
+    }
+    let mut probe = vec![0.0; 2 * d];
+    let row_stride = input.x.strides()[0];
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = (start + block).min(rows.end);
+        bucket_block(input, start..end, &mut scratch)?;
+        let x_block = input.x.slice(ndarray::s![start..end, ..]);
+        let next = end..(end + block).min(rows.end);
+        let (prefetch, prefetch_end) = if next.is_empty() || row_stride != d as isize {
+            (std::ptr::null(), std::ptr::null())
+        } else {
+            let first = input.x.as_ptr().wrapping_add(next.start * d).cast::<u8>();
+            (first, first.wrapping_add(next.len() * d * std::mem::size_of::<E>()))
+        };
+        let mut view = BucketBlock {
+            base: x_block.as_ptr(),
+            row_stride,
+            weights: &scratch.row_weights,
+            prefetch,
+            prefetch_end,
+        };
+        for (bucket, (c, span)) in scratch.buckets.iter().enumerate() {
+            let rows = &scratch.order[span.clone()];
+            let table = c * d..(c + 1) * d;
+            // SAFETY: the block's rows hold `d` contiguous f32/f64 values (checked by the
+            // caller), `rows` index the block, the tables are C × d.
+            unsafe {
+                if scratch.fresh[bucket] {
+                    let k = scratch.shift[table.clone()].as_mut_ptr();
+                    let w = scratch.weight[*c];
+                    centre_shift(&mut view, d, rows, w, k, &mut probe, level);
+                }
+                let tables = (
+                    scratch.shift[table.clone()].as_ptr(),
+                    scratch.sum[table.clone()].as_mut_ptr(),
+                    scratch.sq_dev[table].as_mut_ptr(),
+                );
+                dispatch_bucket_rows(&mut view, d, rows, tables, level);
+            }
+        }
+        if weighted {
+            let rows = &scratch.iota[..end - start];
+            view.weights = &[];
+            // SAFETY: as above; the global tables hold d values each.
+            unsafe {
+                if scratch.fresh_global {
+                    let k = scratch.global_shift.as_mut_ptr();
+                    let w = rows.len() as f64;
+                    centre_shift(&mut view, d, rows, w, k, &mut probe, level);
+                }
+                let tables = (
+                    scratch.global_shift.as_ptr(),
+                    scratch.global_sum.as_mut_ptr(),
+                    scratch.global_sq_dev.as_mut_ptr(),
+                );
+                dispatch_bucket_rows(&mut view, d, rows, tables, level);
+            }
+        }
+        start = end;
+    }
+    let mut stats = ClassStats {
+        classes: Moments::zeros(input.n_classes, d),
+        global: Moments::zeros(1, d),
+    };
+    if !finish_onepass(&stats, &mut scratch, d, rows.len(), weighted) {
+        return Ok(None);
+    }
+    merge_block(&mut stats, &mut scratch, rows.len(), weighted);
+    if !stats.classes.all_finite() || !stats.global.all_finite() {
+        return Ok(None);
+    }
+    Ok(Some(stats))
 }
 
 #[cfg(test)]
