@@ -483,6 +483,11 @@ struct BlockScratch {
     order: Vec<u32>,
     /// Bucketed path: `0..block`, the row order of the global statistics of a weighted fit.
     iota: Vec<u32>,
+    /// Bucketed path: rounding errors of `sum` and `sq_dev` (compensated summation).
+    sum_lo: AlignedBuf,
+    sq_dev_lo: AlignedBuf,
+    /// Bucketed path: rounding errors of `global_sum` (first d) and `global_sq_dev` (last d).
+    global_lo: AlignedBuf,
     /// Bucketed path: per bucket of the block, whether its class got its shift in this block.
     fresh: Vec<bool>,
     /// Bucketed path: whether the global shift was set in this block.
@@ -518,6 +523,9 @@ impl BlockScratch {
             iota: Vec::new(),
             fresh: Vec::new(),
             fresh_global: false,
+            sum_lo: AlignedBuf::zeros(0),
+            sq_dev_lo: AlignedBuf::zeros(0),
+            global_lo: AlignedBuf::zeros(0),
         }
     }
 
@@ -1628,29 +1636,109 @@ fn bucket_block_rows(d: usize, elem_bytes: usize) -> usize {
 /// the two interleaved rows, plus 4 of shift, use 20 of the 32 AVX-512 registers.
 const STRIP_VECTORS: usize = 4;
 
+/// A software prefetch cursor over a contiguous byte range of X, kept up to a lead window ahead
+/// of the block being computed. The bucketed kernel reads rows in class order, which the hardware
+/// prefetcher cannot follow, and a burst of prefetches issued up front is mostly dropped; so the
+/// label pass and the kernel each advance the cursor by a few lines per row they handle, and the
+/// memory system streams X steadily in the background.
+struct Prefetcher {
+    next: *const u8,
+    /// End of what may be requested now (the window ahead of the current block).
+    limit: *const u8,
+    /// End of the contiguous range (the chunk).
+    end: *const u8,
+}
+
+impl Prefetcher {
+    /// A cursor over `bytes` bytes from `start` (none when `start` is null).
+    fn new(start: *const u8, bytes: usize) -> Self {
+        Prefetcher {
+            next: start,
+            limit: start,
+            end: start.wrapping_add(bytes),
+        }
+    }
+
+    /// Allow requests up to `ahead` bytes past `from` (clamped to the range).
+    fn open_window(&mut self, from: *const u8, ahead: usize) {
+        let limit = from.wrapping_add(ahead);
+        self.limit = if limit < self.end { limit } else { self.end };
+    }
+
+    /// Request the next `lines` cache lines, within the window.
+    #[inline(always)]
+    fn advance(&mut self, lines: usize) {
+        for _ in 0..lines {
+            if self.next < self.limit {
+                prefetch_l2(self.next);
+                self.next = self.next.wrapping_add(64);
+            }
+        }
+    }
+}
+
+/// Where the bucketed kernel adds one group's sums: its shift `k` and the compensated sums
+/// `s1 + s1_lo` (of `w·t`) and `s2 + s2_lo` (of `w·t²`), each `d` values.
+#[derive(Clone, Copy)]
+struct SumTables {
+    k: *const f64,
+    s1: *mut f64,
+    s1_lo: *mut f64,
+    s2: *mut f64,
+    s2_lo: *mut f64,
+}
+
+impl SumTables {
+    /// The same tables from feature `j` on.
+    ///
+    /// # Safety
+    /// `j` must be within the `d` values of every table.
+    #[inline(always)]
+    unsafe fn at(self, j: usize) -> Self {
+        // SAFETY: the caller keeps `j` inside the tables.
+        unsafe {
+            SumTables {
+                k: self.k.add(j),
+                s1: self.s1.add(j),
+                s1_lo: self.s1_lo.add(j),
+                s2: self.s2.add(j),
+                s2_lo: self.s2_lo.add(j),
+            }
+        }
+    }
+}
+
+/// Rows a register accumulator takes before it is added to the tables: chains of at most 32
+/// additions per register (two interleaved sets), and the tables add the partial sums with
+/// TwoSum, so the rounding error of `S1`/`S2` stays about `34·u·Σ|terms|` however many rows a
+/// class has (plain recursive summation over a chunk measured 1.2e-13 relative on a variance
+/// with one far row).
+const FLUSH_ROWS: usize = 64;
+
+/// `(hi, lo) += a` with Knuth's TwoSum: the rounding error of `hi + a` goes into `lo`.
+///
+/// # Safety
+/// `hi`, `lo` valid for `LANES` values; the CPU supports `L`.
+#[inline(always)]
+unsafe fn add_compensated<L: Lanes>(hi: *mut f64, lo: *mut f64, a: L::V) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let h = L::load(hi);
+        let s = L::add(h, a);
+        let bb = L::sub(s, h);
+        let err = L::add(L::sub(h, L::sub(s, bb)), L::sub(a, bb));
+        L::store(hi, s);
+        L::store(lo, L::add(L::load(lo), err));
+    }
+}
+
 /// The block read by the bucketed kernel: rows of `d` contiguous values at
-/// `base + i·row_stride`, their weights (empty when unweighted), and a prefetch cursor that walks
-/// the next block while this one is computed (the kernel reads rows in class order, which the
-/// hardware prefetcher cannot follow, and a burst of prefetches up front is mostly dropped).
+/// `base + i·row_stride`, their weights (empty when unweighted), and the chunk's prefetcher.
 struct BucketBlock<'a, E> {
     base: *const E,
     row_stride: isize,
     weights: &'a [f64],
-    prefetch: *const u8,
-    prefetch_end: *const u8,
-}
-
-impl<E> BucketBlock<'_, E> {
-    /// Prefetch the next `lines` cache lines of the next block (none once it is all asked for).
-    #[inline(always)]
-    fn prefetch_lines(&mut self, lines: usize) {
-        for _ in 0..lines {
-            if self.prefetch < self.prefetch_end {
-                prefetch_l2(self.prefetch);
-                self.prefetch = self.prefetch.wrapping_add(64);
-            }
-        }
-    }
+    prefetch: &'a mut Prefetcher,
 }
 
 /// One row of [`bucket_strip`]: `acc1 += w·t`, `acc2 += w·t²` with `t = x − k`.
@@ -1665,8 +1753,11 @@ unsafe fn bucket_step<L: Lanes, E: Element, const WEIGHTED: bool, const NV: usiz
     acc: (&mut [L::V; NV], &mut [L::V; NV]),
     i: u32,
 ) {
-    // As many lines of the next block as this step reads of this one (at least one).
-    block.prefetch_lines((NV * L::LANES * std::mem::size_of::<E>()).div_ceil(64));
+    // As many lines ahead as this step reads (at least one): more prefetches per step measured
+    // slower (they compete with the step's own L2 reads for the miss buffers).
+    block
+        .prefetch
+        .advance((NV * L::LANES * std::mem::size_of::<E>()).div_ceil(64));
     let (acc1, acc2) = acc;
     // SAFETY: the caller's contract covers row `i`, features `j .. j + NV·LANES`.
     unsafe {
@@ -1703,31 +1794,32 @@ unsafe fn bucket_strip<L: Lanes, E: Element, const WEIGHTED: bool, const NV: usi
     block: &mut BucketBlock<'_, E>,
     j: usize,
     rows: &[u32],
-    (shift, s1, s2): (*const f64, *mut f64, *mut f64),
+    t: SumTables,
 ) {
     // SAFETY: the caller's contract covers every pointer formed here.
     unsafe {
         let mut k = [L::splat(0.0); NV];
         for (v, kv) in k.iter_mut().enumerate() {
-            *kv = L::load(shift.add(v * L::LANES));
+            *kv = L::load(t.k.add(v * L::LANES));
         }
         let zero = L::splat(0.0);
-        let mut a1 = [[zero; NV]; 2];
-        let mut a2 = [[zero; NV]; 2];
-        let (pairs, rest) = rows.as_chunks::<2>();
-        let ([a1_0, a1_1], [a2_0, a2_1]) = (&mut a1, &mut a2);
-        for &[r0, r1] in pairs {
-            bucket_step::<L, E, WEIGHTED, NV>(block, j, &k, (a1_0, a2_0), r0);
-            bucket_step::<L, E, WEIGHTED, NV>(block, j, &k, (a1_1, a2_1), r1);
-        }
-        if let [r] = rest {
-            bucket_step::<L, E, WEIGHTED, NV>(block, j, &k, (a1_0, a2_0), *r);
-        }
-        for v in 0..NV {
-            let p1 = s1.add(v * L::LANES);
-            let p2 = s2.add(v * L::LANES);
-            L::store(p1, L::add(L::load(p1), L::add(a1[0][v], a1[1][v])));
-            L::store(p2, L::add(L::load(p2), L::add(a2[0][v], a2[1][v])));
+        for group in rows.chunks(FLUSH_ROWS) {
+            let mut a1 = [[zero; NV]; 2];
+            let mut a2 = [[zero; NV]; 2];
+            let (pairs, rest) = group.as_chunks::<2>();
+            let ([a1_0, a1_1], [a2_0, a2_1]) = (&mut a1, &mut a2);
+            for &[r0, r1] in pairs {
+                bucket_step::<L, E, WEIGHTED, NV>(block, j, &k, (a1_0, a2_0), r0);
+                bucket_step::<L, E, WEIGHTED, NV>(block, j, &k, (a1_1, a2_1), r1);
+            }
+            if let [r] = rest {
+                bucket_step::<L, E, WEIGHTED, NV>(block, j, &k, (a1_0, a2_0), *r);
+            }
+            for v in 0..NV {
+                let o = v * L::LANES;
+                add_compensated::<L>(t.s1.add(o), t.s1_lo.add(o), L::add(a1[0][v], a1[1][v]));
+                add_compensated::<L>(t.s2.add(o), t.s2_lo.add(o), L::add(a2[0][v], a2[1][v]));
+            }
         }
     }
 }
@@ -1742,11 +1834,11 @@ unsafe fn bucket_rows<L: Lanes, E: Element, const WEIGHTED: bool>(
     block: &mut BucketBlock<'_, E>,
     d: usize,
     rows: &[u32],
-    (shift, s1, s2): (*const f64, *mut f64, *mut f64),
+    tables: SumTables,
 ) {
     // SAFETY: every strip stays inside the `d` features the caller guarantees.
     unsafe {
-        let at = |j: usize| (shift.add(j), s1.add(j), s2.add(j));
+        let at = |j: usize| tables.at(j);
         let mut j = 0;
         while j + STRIP_VECTORS * L::LANES <= d {
             bucket_strip::<L, E, WEIGHTED, STRIP_VECTORS>(block, j, rows, at(j));
@@ -1782,6 +1874,7 @@ fn bucket_block<E: Element, L: Label>(
     input: FitInput<'_, E, L>,
     rows: std::ops::Range<usize>,
     scratch: &mut BlockScratch,
+    prefetch: &mut Prefetcher,
 ) -> Result<()> {
     let BlockScratch {
         codes,
@@ -1803,7 +1896,18 @@ fn bucket_block<E: Element, L: Label>(
     } = scratch;
     codes.clear();
     block_classes.clear();
+    // The kernel's gathers and prefetches hide the label stream from the hardware prefetcher:
+    // ask for the labels and weights one block ahead.
+    let ahead = rows.len() as isize;
+    let (labels, label_stride) = (input.labels.as_ptr(), input.labels.strides()[0]);
+    let weights = input.weights.map(|w| (w.as_ptr(), w.strides()[0]));
     for row in rows.clone() {
+        let next = row as isize + ahead;
+        prefetch.advance(1);
+        prefetch_read(labels.wrapping_offset(next * label_stride));
+        if let Some((w, stride)) = weights {
+            prefetch_read(w.wrapping_offset(next * stride));
+        }
         let label = input.labels[row].to_i64();
         if label < 0 || label as u64 >= input.n_classes as u64 {
             return Err(GaussError::LabelOutOfRange {
@@ -1901,10 +2005,10 @@ unsafe fn dispatch_bucket_rows<E: Element>(
     block: &mut BucketBlock<'_, E>,
     d: usize,
     rows: &[u32],
-    tables: (*const f64, *mut f64, *mut f64),
+    tables: SumTables,
     level: SimdLevel,
 ) {
-    type Tables = (*const f64, *mut f64, *mut f64);
+    type Tables = SumTables;
     #[inline(always)]
     unsafe fn body<L: Lanes, E: Element>(
         b: &mut BucketBlock<'_, E>,
@@ -1963,13 +2067,19 @@ unsafe fn centre_shift<E: Element>(
         return;
     }
     probe.fill(0.0);
-    let (p1, p2) = probe.split_at_mut(d);
-    // SAFETY: forwarded from the caller; `probe` holds 2·d values.
+    let p = probe.as_mut_ptr();
+    // SAFETY: forwarded from the caller; `probe` holds 4·d values.
     unsafe {
-        let tables = (k.cast_const(), p1.as_mut_ptr(), p2.as_mut_ptr());
+        let tables = SumTables {
+            k: k.cast_const(),
+            s1: p,
+            s1_lo: p.add(d),
+            s2: p.add(2 * d),
+            s2_lo: p.add(3 * d),
+        };
         dispatch_bucket_rows(block, d, rows, tables, level);
-        for (j, s) in p1.iter().enumerate() {
-            let centred = *k.add(j) + s / weight;
+        for j in 0..d {
+            let centred = *k.add(j) + (*p.add(j) + *p.add(d + j)) / weight;
             if centred.is_finite() {
                 *k.add(j) = centred;
             }
@@ -1997,29 +2107,35 @@ fn chunk_bucketed<E: Element, L: Label>(
     let weighted = input.weights.is_some();
     let block = bucket_block_rows(d, std::mem::size_of::<E>());
     let mut scratch = BlockScratch::new(input.n_classes, d, block);
+    scratch.sum_lo = AlignedBuf::zeros(input.n_classes * d);
+    scratch.sq_dev_lo = AlignedBuf::zeros(input.n_classes * d);
     if weighted {
         scratch.iota = (0..block as u32).collect();
+        scratch.global_lo = AlignedBuf::zeros(2 * d);
     }
-    let mut probe = vec![0.0; 2 * d];
+    let mut probe = vec![0.0; 4 * d];
     let row_stride = input.x.strides()[0];
+    // Only a C-contiguous chunk (rows back to back) is prefetched; other strides rely on the
+    // hardware.
+    let mut prefetch = if row_stride == d as isize {
+        let first = input.x.as_ptr().wrapping_add(rows.start * d).cast::<u8>();
+        Prefetcher::new(first, rows.len() * d * std::mem::size_of::<E>())
+    } else {
+        Prefetcher::new(std::ptr::null(), 0)
+    };
     let mut start = rows.start;
     while start < rows.end {
         let end = (start + block).min(rows.end);
-        bucket_block(input, start..end, &mut scratch)?;
+        let here = input.x.as_ptr().wrapping_add(start * d).cast::<u8>();
+        // Window: this block and the next (a third would not stay in L2 with this one).
+        prefetch.open_window(here, 2 * block * d * std::mem::size_of::<E>());
+        bucket_block(input, start..end, &mut scratch, &mut prefetch)?;
         let x_block = input.x.slice(ndarray::s![start..end, ..]);
-        let next = end..(end + block).min(rows.end);
-        let (prefetch, prefetch_end) = if next.is_empty() || row_stride != d as isize {
-            (std::ptr::null(), std::ptr::null())
-        } else {
-            let first = input.x.as_ptr().wrapping_add(next.start * d).cast::<u8>();
-            (first, first.wrapping_add(next.len() * d * std::mem::size_of::<E>()))
-        };
         let mut view = BucketBlock {
             base: x_block.as_ptr(),
             row_stride,
             weights: &scratch.row_weights,
-            prefetch,
-            prefetch_end,
+            prefetch: &mut prefetch,
         };
         for (bucket, (c, span)) in scratch.buckets.iter().enumerate() {
             let rows = &scratch.order[span.clone()];
@@ -2032,11 +2148,13 @@ fn chunk_bucketed<E: Element, L: Label>(
                     let w = scratch.weight[*c];
                     centre_shift(&mut view, d, rows, w, k, &mut probe, level);
                 }
-                let tables = (
-                    scratch.shift[table.clone()].as_ptr(),
-                    scratch.sum[table.clone()].as_mut_ptr(),
-                    scratch.sq_dev[table].as_mut_ptr(),
-                );
+                let tables = SumTables {
+                    k: scratch.shift[table.clone()].as_ptr(),
+                    s1: scratch.sum[table.clone()].as_mut_ptr(),
+                    s1_lo: scratch.sum_lo[table.clone()].as_mut_ptr(),
+                    s2: scratch.sq_dev[table.clone()].as_mut_ptr(),
+                    s2_lo: scratch.sq_dev_lo[table].as_mut_ptr(),
+                };
                 dispatch_bucket_rows(&mut view, d, rows, tables, level);
             }
         }
@@ -2050,15 +2168,32 @@ fn chunk_bucketed<E: Element, L: Label>(
                     let w = rows.len() as f64;
                     centre_shift(&mut view, d, rows, w, k, &mut probe, level);
                 }
-                let tables = (
-                    scratch.global_shift.as_ptr(),
-                    scratch.global_sum.as_mut_ptr(),
-                    scratch.global_sq_dev.as_mut_ptr(),
-                );
+                let tables = SumTables {
+                    k: scratch.global_shift.as_ptr(),
+                    s1: scratch.global_sum.as_mut_ptr(),
+                    s1_lo: scratch.global_lo[..d].as_mut_ptr(),
+                    s2: scratch.global_sq_dev.as_mut_ptr(),
+                    s2_lo: scratch.global_lo[d..].as_mut_ptr(),
+                };
                 dispatch_bucket_rows(&mut view, d, rows, tables, level);
             }
         }
         start = end;
+    }
+    for (hi, lo) in scratch.sum.iter_mut().zip(&scratch.sum_lo) {
+        *hi += lo;
+    }
+    for (hi, lo) in scratch.sq_dev.iter_mut().zip(&scratch.sq_dev_lo) {
+        *hi += lo;
+    }
+    if weighted {
+        let (lo1, lo2) = scratch.global_lo.split_at(d);
+        for (hi, lo) in scratch.global_sum.iter_mut().zip(lo1) {
+            *hi += lo;
+        }
+        for (hi, lo) in scratch.global_sq_dev.iter_mut().zip(lo2) {
+            *hi += lo;
+        }
     }
     let mut stats = ClassStats {
         classes: Moments::zeros(input.n_classes, d),
