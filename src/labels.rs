@@ -16,9 +16,20 @@ fn dense_limit(n: usize) -> u64 {
 
 /// `(classes, codes)`: the sorted distinct labels and, per row, the index of its label.
 pub fn encode_labels<L: Label>(labels: ArrayView1<'_, L>) -> (Vec<i64>, Vec<i64>) {
+    let (classes, codes) = encode_labels_unless_codes(labels);
+    let codes = codes.unwrap_or_else(|| labels.iter().map(|v| v.to_i64()).collect());
+    (classes, codes)
+}
+
+/// As [`encode_labels`], but `None` for the codes when they equal the labels (the classes are
+/// exactly `0, 1, …, k−1`, the common case): the caller then fits with the labels themselves and
+/// saves a pass over them and an n-sized allocation.
+pub fn encode_labels_unless_codes<L: Label>(
+    labels: ArrayView1<'_, L>,
+) -> (Vec<i64>, Option<Vec<i64>>) {
     let n = labels.len();
     if n == 0 {
-        return (Vec::new(), Vec::new());
+        return (Vec::new(), Some(Vec::new()));
     }
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     for v in labels.iter() {
@@ -39,11 +50,14 @@ pub fn encode_labels<L: Label>(labels: ArrayView1<'_, L>) -> (Vec<i64>, Vec<i64>
                 classes.push(lo + offset as i64);
             }
         }
+        if lo == 0 && classes.len() == table.len() {
+            return (classes, None);
+        }
         let codes = labels
             .iter()
             .map(|v| table[(v.to_i64() - lo) as usize] as i64)
             .collect();
-        (classes, codes)
+        (classes, Some(codes))
     } else {
         let mut classes: Vec<i64> = labels.iter().map(|v| v.to_i64()).collect();
         classes.sort_unstable();
@@ -52,6 +66,6 @@ pub fn encode_labels<L: Label>(labels: ArrayView1<'_, L>) -> (Vec<i64>, Vec<i64>
             .iter()
             .map(|v| classes.binary_search(&v.to_i64()).map_or(-1, |i| i as i64))
             .collect();
-        (classes, codes)
+        (classes, Some(codes))
     }
 }

@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::error::GaussError;
-use crate::labels::encode_labels as encode_labels_core;
+use crate::labels::encode_labels_unless_codes;
 use crate::score::{MatrixKind, Scorer};
 use crate::simd::{self, SimdLevel};
 use crate::stats::{self, FitInput, Moments};
@@ -300,7 +300,7 @@ fn merge_stats<'py>(
 }
 
 /// `(classes, codes)` as int64 arrays.
-type EncodedLabels<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+type EncodedLabels<'py> = (Bound<'py, PyArray1<i64>>, Option<Bound<'py, PyArray1<i64>>>);
 
 #[pyfunction]
 fn encode_labels<'py>(py: Python<'py>, labels: &Bound<'py, PyAny>) -> PyResult<EncodedLabels<'py>> {
@@ -308,16 +308,16 @@ fn encode_labels<'py>(py: Python<'py>, labels: &Bound<'py, PyAny>) -> PyResult<E
     let (classes, codes) = match &y {
         Labels::I64(l) => {
             let v = l.as_array();
-            py.detach(|| encode_labels_core(v))
+            py.detach(|| encode_labels_unless_codes(v))
         }
         Labels::I32(l) => {
             let v = l.as_array();
-            py.detach(|| encode_labels_core(v))
+            py.detach(|| encode_labels_unless_codes(v))
         }
     };
     Ok((
         PyArray1::from_vec(py, classes),
-        PyArray1::from_vec(py, codes),
+        codes.map(|codes| PyArray1::from_vec(py, codes)),
     ))
 }
 

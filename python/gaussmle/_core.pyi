@@ -55,8 +55,12 @@ def merge_stats(a: _MomentsTuple, b: _MomentsTuple) -> _MomentsTuple:
 
 def encode_labels(
     labels: npt.NDArray[np.int64] | npt.NDArray[np.int32],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Sorted unique labels and the code (index into them) of every label, in one Rust pass."""
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+    """Sorted unique labels and the code (index into them) of every label, in Rust.
+
+    The codes are ``None`` when they would equal the labels (the labels are exactly
+    ``0, 1, ..., k-1``): the caller fits with the labels themselves.
+    """
 
 def simd_level() -> str:
     """The SIMD level the kernels use now: ``"scalar"``, ``"avx2"`` or ``"avx512"``."""

@@ -223,11 +223,15 @@ def _is_ready_float_matrix(X: Any) -> bool:
     )
 
 
-def _sorted_unique_with_codes(y: AnyArray) -> tuple[AnyArray, npt.NDArray[np.int64]]:
+_Codes = npt.NDArray[np.int64] | npt.NDArray[np.int32]
+
+
+def _sorted_unique_with_codes(y: AnyArray) -> tuple[AnyArray, _Codes]:
     """Sorted unique labels and the index of each label into them.
 
-    Integer and bool labels are encoded in one Rust pass; only other labels (strings, floats,
-    objects) go through :func:`numpy.unique`.
+    Integer and bool labels are encoded in Rust; when they are already ``0, 1, ..., k-1`` the
+    labels themselves (int32 or int64) are the codes, with no pass to write them. Only other
+    labels (strings, floats, objects) go through :func:`numpy.unique`.
     """
     kind = y.dtype.kind
     if kind in _RUST_ENCODABLE_KINDS and not (kind == "u" and y.dtype.itemsize == 8):
@@ -235,7 +239,7 @@ def _sorted_unique_with_codes(y: AnyArray) -> tuple[AnyArray, npt.NDArray[np.int
         if not (native.dtype.isnative and native.flags.aligned):
             native = native.astype(np.int64)
         uniques, codes = _core.encode_labels(native)
-        return uniques.astype(y.dtype), codes
+        return uniques.astype(y.dtype), native if codes is None else codes
     # Mixed label types (say str and int) raise numpy's TypeError, as in scikit-learn.
     uniques, codes = np.unique(y, return_inverse=True)
     return uniques, np.asarray(codes, dtype=np.int64).reshape(-1)
@@ -537,7 +541,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
 
     def _batch_stats(
-        self, X: FloatArray, codes: npt.NDArray[np.int64], n_classes: int, weights: F64 | None
+        self, X: FloatArray, codes: _Codes, n_classes: int, weights: F64 | None
     ) -> ClassStats:
         stats = class_stats(X, codes, n_classes, sample_weight=weights, n_threads=self._n_threads())
         return _clean_stats(stats)
