@@ -267,7 +267,17 @@ fn reference_jll(x: &[f64], mean: &Array2<f64>, var: &Array2<f64>, log_prior: &[
 #[test]
 fn scoring_matches_the_direct_formula_on_every_level() {
     let mut rng = SplitMix(9);
-    for (n, d, c) in [(1, 1, 1), (17, 2, 2), (33, 5, 7), (100, 40, 13)] {
+    // n ≤ 8 takes the small-batch tiles (one vector of rows) on the AVX levels.
+    for (n, d, c) in [
+        (1, 1, 1),
+        (1, 37, 10),
+        (3, 9, 5),
+        (8, 16, 6),
+        (9, 3, 4),
+        (17, 2, 2),
+        (33, 5, 7),
+        (100, 40, 13),
+    ] {
         let x = Array2::from_shape_fn((n, d), |_| 1e4 * rng.unit());
         let mean = Array2::from_shape_fn((c, d), |_| 1e4 * rng.unit());
         let var = Array2::from_shape_fn((c, d), |_| 1.0 + rng.unit().abs() * 100.0);

@@ -327,7 +327,11 @@ impl Scorer {
             o: usize,
             sink: &mut S,
         ) -> Result<()> {
-            tiles::<E, S, Avx2Lanes, 2, 8>(s, x, o, sink)
+            if x.nrows() <= Avx2Lanes::LANES {
+                tiles::<E, S, Avx2Lanes, 1, 4>(s, x, o, sink)
+            } else {
+                tiles::<E, S, Avx2Lanes, 2, 8>(s, x, o, sink)
+            }
         }
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
@@ -337,7 +341,13 @@ impl Scorer {
             o: usize,
             sink: &mut S,
         ) -> Result<()> {
-            tiles::<E, S, Avx512Lanes, 4, 32>(s, x, o, sink)
+            // A batch of a few rows gets one-vector tiles: a full tile would compute (and pack,
+            // and allocate) 32 rows for each real one, 24 µs for one row at d = 784, C = 10.
+            if x.nrows() <= Avx512Lanes::LANES {
+                tiles::<E, S, Avx512Lanes, 1, 8>(s, x, o, sink)
+            } else {
+                tiles::<E, S, Avx512Lanes, 4, 32>(s, x, o, sink)
+            }
         }
         simd_dispatch!(
             level,
