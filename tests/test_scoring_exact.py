@@ -574,3 +574,18 @@ def test_h2_ordinary_rows_posteriors_and_simd_levels_agree() -> None:
     mean, var, lp = random_model(rng, 4, 5)
     x = rng.normal(size=(40, 5)) * 3
     assert_posteriors_relatively_exact(x, mean, var, lp)
+
+
+def test_high_dimensional_posteriors_are_relatively_exact() -> None:
+    # d = 300: |jll| ~ 1e3, so the fast path's error estimate (~sqrt(d) u |jll|) misses the
+    # tolerance for every ordinary row and the compensated (TwoSum) tier recomputes them
+    # (checked by instrumenting the build: 14 of the 16 rows per call). Two far rows
+    # (|jll| ~ 1e9, every loser's p underflows) ride along.
+    rng = np.random.default_rng(21)
+    d = 300
+    mean = rng.normal(size=(5, d))
+    var = rng.uniform(0.5, 2.0, size=(5, d))
+    lp = np.log(rng.dirichlet(np.ones(5)))
+    x = mean[rng.integers(0, 5, 14)] + rng.normal(size=(14, d))
+    x = np.vstack([x, np.full((1, d), 3e3), np.full((1, d), -2e3)])
+    assert_posteriors_relatively_exact(x, mean, var, lp)
