@@ -265,6 +265,11 @@ impl Scorer {
                 n_classes: self.n_classes,
                 scorer: self,
                 gamma,
+                rtol: if std::mem::size_of::<T>() == 4 {
+                    POSTERIOR_RTOL_F32_OUT
+                } else {
+                    POSTERIOR_RTOL
+                },
                 p_err: p_err.clone(),
                 scratch: Vec::new(),
                 row: Vec::new(),
@@ -429,6 +434,12 @@ const UNIT_ROUNDOFF: f64 = f64::EPSILON / 2.0;
 /// |J| up to ~400 at d = 64 stay on the fast path.
 const POSTERIOR_RTOL: f64 = 5e-13;
 
+/// The same for float32 output: 2⁻³⁰, a 1/64 of float32's half-ulp, so the result stays within
+/// about 0.52 float32 ulp of the exact value after the final rounding; the 5e-13 of float64
+/// output would send every row of high-dimensional data to the slower tiers for digits the
+/// float32 result cannot hold.
+const POSTERIOR_RTOL_F32_OUT: f64 = 1.0 / (1u64 << 30) as f64;
+
 /// `a·b + c`, fused when the level has FMA (else a libm call would be slow).
 #[inline(always)]
 fn fma<L: Lanes>(a: f64, b: f64, c: f64) -> f64 {
@@ -448,8 +459,8 @@ fn fma<L: Lanes>(a: f64, b: f64, c: f64) -> f64 {
 /// the rigorous worst case has `d` in place of `√d`). The error of `D_c` is then
 /// `E_c + E_m`, and that of `log p_c` adds `Ew = Σ_{c≠m} exp(D_c)(E_c + E_m)/(1 + rest)`
 /// (through log1p). A row is recomputed when, for some class, that absolute error exceeds
-/// `POSTERIOR_RTOL` times `|log p_c|` (log-proba; `|log p_c| ≥ max(|D_c|, ln 2)` for a loser,
-/// `log1p(rest)` for the winner) or times 1 (proba, the relative error of `p_c`, for every
+/// the tolerance (`rtol`: [`POSTERIOR_RTOL`], or 2⁻³⁰ for float32 output) times `|log p_c|`
+/// (log-proba; `|log p_c| ≥ max(|D_c|, ln 2)` for a loser, `log1p(rest)` for the winner) or times 1 (proba, the relative error of `p_c`, for every
 /// `p_c` that is not subnormal). The recomputation ([`MatrixSink::exact_row`]) evaluates every
 /// class's jll in double-double from the exact `x − μ` and the double-double `k_c` and
 /// `1/(2 var)`, forms `D_c` in double-double and rounds once, so the posteriors are accurate
@@ -463,6 +474,9 @@ struct MatrixSink<'a, 'o, T: Element> {
     scorer: &'a Scorer,
     /// `γ` of the error estimate above.
     gamma: f64,
+    /// Relative accuracy the posteriors must reach ([`POSTERIOR_RTOL`], or
+    /// [`POSTERIOR_RTOL_F32_OUT`] for float32 output).
+    rtol: f64,
     /// `P_c = u·|k_c| + γ·k_c` per class (0 for a class with log prior −inf).
     p_err: Vec<f64>,
     /// Double-double jll of one row (the compensated and exact paths).
@@ -544,7 +558,7 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                 row: self.chunk_offset + row0 + r,
             });
         }
-        let gamma = self.gamma;
+        let (gamma, rtol) = (self.gamma, self.rtol);
         // Max-shifted: every exponent is ≤ 0 and the winner's is exactly 0, so nothing
         // overflows even when jll ≈ −1e300.
         let mut rest = [0.0f64; R];
@@ -583,7 +597,7 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                         // Tolerance τ·max(|D_c|, ln 2) ≤ τ·|log p_c| (γ|D_c| folded in).
                         let d = shifted.min(-std::f64::consts::LN_2);
                         if loser {
-                            fma::<L>(POSTERIOR_RTOL - gamma, d, pc)
+                            fma::<L>(rtol - gamma, d, pc)
                         } else {
                             f64::NEG_INFINITY
                         }
@@ -606,12 +620,12 @@ impl<T: Element> MatrixSink<'_, '_, T> {
             // Ew: the error that log1p(rest) passes on to every class.
             let ew = fma::<L>(rest[r], z[r], weighted_err[r]) * factor[r];
             let bad = if PROBA {
-                worst[r] + z[r] + ew > POSTERIOR_RTOL
+                worst[r] + z[r] + ew > rtol
             } else {
                 // (jll − max) − log1p(rest): the winner gets −log1p(rest) at full relative
                 // accuracy, and max + log Σ would round log Σ away when |max| ≈ 1e300.
                 factor[r] = rest[r].ln_1p();
-                worst[r] + z[r] + ew > 0.0 || ew > POSTERIOR_RTOL * factor[r]
+                worst[r] + z[r] + ew > 0.0 || ew > rtol * factor[r]
             };
             redo |= u64::from(bad) << r;
         }
@@ -690,6 +704,7 @@ impl<T: Element> MatrixSink<'_, '_, T> {
             self.row_err.push(err);
         }
         let Some((m, top)) = best else { return false };
+        let rtol = self.rtol;
         let err_m = self.row_err[m];
         // D_c (rounded once), and Σ_{c≠m} exp(D_c) and Σ_{c≠m} exp(D_c)·err(D_c).
         let (mut rest, mut weighted_err) = (0.0, 0.0);
@@ -720,14 +735,14 @@ impl<T: Element> MatrixSink<'_, '_, T> {
             let d_c = shifted.hi;
             let ok = if c == m {
                 // p_m = 1/(1 + rest): relative error ew; log p_m = −log1p(rest).
-                ew <= POSTERIOR_RTOL * if proba { 1.0 } else { log1p_rest }
+                ew <= rtol * if proba { 1.0 } else { log1p_rest }
             } else if d_c == f64::NEG_INFINITY {
                 true
             } else if proba {
                 // Relative error of p_c, for every p_c that is not subnormal.
-                d_c.exp() * inv < f64::MIN_POSITIVE || self.row_err[c] + ew <= POSTERIOR_RTOL
+                d_c.exp() * inv < f64::MIN_POSITIVE || self.row_err[c] + ew <= rtol
             } else {
-                self.row_err[c] + ew <= POSTERIOR_RTOL * (log1p_rest - d_c)
+                self.row_err[c] + ew <= rtol * (log1p_rest - d_c)
             };
             if !ok {
                 return false;

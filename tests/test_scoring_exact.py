@@ -589,3 +589,25 @@ def test_high_dimensional_posteriors_are_relatively_exact() -> None:
     x = mean[rng.integers(0, 5, 14)] + rng.normal(size=(14, d))
     x = np.vstack([x, np.full((1, d), 3e3), np.full((1, d), -2e3)])
     assert_posteriors_relatively_exact(x, mean, var, lp)
+
+
+def test_high_dimensional_float32_posteriors_within_one_float32_ulp() -> None:
+    # float32 output: the posterior tolerance is 2**-30 relative (not 5e-13), so these rows
+    # stay on the fast path, and the result must still be within one float32 ulp of exact.
+    rng = np.random.default_rng(22)
+    d = 300
+    mean = rng.normal(size=(4, d))
+    var = rng.uniform(0.5, 2.0, size=(4, d))
+    lp = np.log(rng.dirichlet(np.ones(4)))
+    x = (mean[rng.integers(0, 4, 12)] + rng.normal(size=(12, d))).astype(np.float32)
+    exact = decimal_log_proba(x, mean, var, lp)
+    exact_lp = np.array([[float(v) for v in row] for row in exact])
+    exact_p = np.array([[float(v.exp()) for v in row] for row in exact])
+    got_lp = predict_log_proba(x, mean, var, lp)
+    got_p = predict_proba(x, mean, var, lp)
+    assert got_lp.dtype == np.float32 and got_p.dtype == np.float32
+    ulp_lp = np.spacing(np.abs(exact_lp).astype(np.float32)).astype(np.float64)
+    assert np.all(np.abs(got_lp - exact_lp) <= ulp_lp), np.abs(got_lp - exact_lp) / ulp_lp
+    normal = exact_p >= np.finfo(np.float32).tiny
+    ulp_p = np.spacing(exact_p.astype(np.float32)).astype(np.float64)
+    assert np.all(np.abs(got_p - exact_p)[normal] <= ulp_p[normal])
