@@ -125,8 +125,11 @@ COLUMNS = [
     ("predict x skl", "pred_skl"),
     ("proba ms", "proba_ms"),
     ("proba x skl", "proba_skl"),
+    ("log-proba ms", "logp_ms"),
+    ("log-proba x skl", "logp_skl"),
     ("f32/f64 jll", "f32_f64"),
     ("2T/1T fit", "fit_2t"),
+    ("2T fit/sum", "fit2_sum"),
     ("2T/1T jll", "jll_2t"),
     ("1-row us (skl)", "lat1"),
     ("100-row us (skl)", "lat100"),
@@ -148,6 +151,7 @@ def measure(n: int, d: int, c: int, dtype: Any) -> dict[str, Any]:
     t_jll2 = best(lambda: scorer.joint_log_likelihood(X, None, 2))
     t_pred = best(lambda: scorer.predict(X, None, 1))
     t_proba = best(lambda: scorer.proba(X, None, 1))
+    t_logp = best(lambda: scorer.log_proba(X, None, 1))
     t_blas = best(blas_jll_factory(X, s.mean, var, log_prior), k=2)
     r.update(
         sum_ms=t_sum * 1e3,
@@ -158,7 +162,9 @@ def measure(n: int, d: int, c: int, dtype: Any) -> dict[str, Any]:
         jll_blas=t_blas / t_jll,
         pred_ms=t_pred * 1e3,
         proba_ms=t_proba * 1e3,
+        logp_ms=t_logp * 1e3,
         fit_2t=t_fit / t_fit2,
+        fit2_sum=t_fit2 / t_sum,
         jll_2t=t_jll / t_jll2,
         t_jll=t_jll,
     )
@@ -173,12 +179,14 @@ def measure(n: int, d: int, c: int, dtype: Any) -> dict[str, Any]:
         t_skjll = best(lambda: sk_jll(X), k=2)
         t_skpred = best(lambda: sk.predict(X), k=2)
         t_skproba = best(lambda: sk.predict_proba(X), k=2)
+        t_sklogp = best(lambda: sk.predict_log_proba(X), k=2)
         r.update(
             fit_skl=t_skfit / t_fit,
             est_skl=t_skfit / t_est,
             jll_skl=t_skjll / t_jll,
             pred_skl=t_skpred / t_pred,
             proba_skl=t_skproba / t_proba,
+            logp_skl=t_sklogp / t_logp,
         )
         for rows, key in ((1, "lat1"), (100, "lat100")):
             Xs = np.ascontiguousarray(X[:rows])
@@ -204,7 +212,8 @@ def render(rows: list[dict[str, Any]], markdown: bool) -> str:
             elif key.endswith("_ms"):
                 cells.append(fmt(v, 1))
             else:
-                cells.append(fmt(v, 2 if key in ("fit_sum", "est_sum", "f32_f64") else 1))
+                two_digits = key in ("fit_sum", "est_sum", "f32_f64", "fit2_sum")
+                cells.append(fmt(v, 2 if two_digits else 1))
         body.append(cells)
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -221,7 +230,8 @@ x mask / x skl / x BLAS: speed-up (baseline time / gaussmle time); fit/sum: time
 fit = gaussmle.class_stats; GNB = gaussmle.GaussianNB; skl = sklearn.naive_bayes.GaussianNB;
 mask = numpy X[y==c].mean(0)/.var(0); BLAS = -(X*X) @ (0.5/var).T + X @ (mu/var).T + const.
 jll/predict/proba = gaussmle GaussianScorer; f32/f64 jll = f32 jll time / f64 jll time.
-2T/1T = speed-up of 2 threads over 1; n-row us = GaussianNB.predict latency (sklearn's)."""
+2T/1T = speed-up of 2 threads over 1; 2T fit/sum = 2-thread fit time / (1-thread) X.sum();
+n-row us = GaussianNB.predict latency (sklearn's)."""
 
 
 def main(argv: list[str] | None = None) -> int:
