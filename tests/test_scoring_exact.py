@@ -611,3 +611,36 @@ def test_high_dimensional_float32_posteriors_within_one_float32_ulp() -> None:
     normal = exact_p >= np.finfo(np.float32).tiny
     ulp_p = np.spacing(exact_p.astype(np.float32)).astype(np.float64)
     assert np.all(np.abs(got_p - exact_p)[normal] <= ulp_p[normal])
+
+
+def test_repeated_features_posteriors_are_relatively_exact() -> None:
+    # Reviewer-found: with every feature equal, the per-term roundings add coherently
+    # (~d·u·term), so an error estimate that grows like sqrt(d) was exceeded 13x at d = 16384
+    # (p1 off by 6.4e-12). The accurate tier's bound is rigorous for any data.
+    from decimal import Decimal, localcontext
+    from fractions import Fraction
+
+    d, v = 16384, 0.3
+    mu0, mu1 = 0.1, 0.1 + 0.05 * 784 / d
+    mean = np.array([[mu0] * d, [mu1] * d])
+    var = np.full((2, d), v)
+    lp = np.log([0.5, 0.5])
+    xs = mu0 - np.linspace(0.76, 0.92, 25)
+    got = predict_proba(np.repeat(xs[:, None], d, 1), mean, var, lp)
+    with localcontext() as ctx:
+        ctx.prec = 60
+        for r, x in enumerate(xs):
+            gap = (Fraction(x) - Fraction(mu1)) ** 2 - (Fraction(x) - Fraction(mu0)) ** 2
+            exact_d = -d * gap / (2 * Fraction(v))
+            e = (Decimal(exact_d.numerator) / Decimal(exact_d.denominator)).exp()
+            p1 = e / (1 + e)
+            assert abs(Decimal(float(got[r, 1])) - p1) / p1 <= Decimal("1e-12"), r
+
+
+def test_log_proba_of_an_underflowing_loser_counts_the_winners_error() -> None:
+    # Reviewer-found: for a loser with exp(D_c) = 0 the check left out the winner's jll error,
+    # so a far winner (|jll| ~ 1e7) gave log p_loser 1.1e-12 off. D ~ -772 here.
+    x = 3162.28 + np.linspace(-0.01, 0.01, 50)
+    mean, var = np.array([[0.0], [3162.28]]), np.array([[0.5], [0.5]])
+    lp = np.array([0.0, -1e7 - 850.0])
+    assert_posteriors_relatively_exact(x[:, None], mean, var, lp)
