@@ -713,13 +713,7 @@ impl<T: Element> MatrixSink<'_, '_, T> {
         // D_c (rounded once), and Σ_{c≠m} exp(D_c) and Σ_{c≠m} exp(D_c)·err(D_c).
         let (mut rest, mut weighted_err) = (0.0, 0.0);
         for (c, jll) in self.scratch.iter_mut().enumerate() {
-            let shifted = if c == m {
-                0.0
-            } else if jll.hi > f64::NEG_INFINITY {
-                jll.sub(top).to_f64()
-            } else {
-                f64::NEG_INFINITY
-            };
+            let shifted = shifted_by_winner(*jll, c, m, top);
             *jll = Dd::from(shifted);
             if c != m && shifted > f64::NEG_INFINITY {
                 // The error of D_c: both jll errors, and D_c's own rounding.
@@ -806,14 +800,7 @@ impl<T: Element> MatrixSink<'_, '_, T> {
         let Some((m, top)) = best else { return };
         let mut rest = 0.0;
         for (c, jll) in self.scratch.iter_mut().enumerate() {
-            // D_c rounded once; −inf for a class with zero likelihood.
-            let shifted = if c == m {
-                0.0
-            } else if jll.hi > f64::NEG_INFINITY {
-                jll.sub(top).to_f64()
-            } else {
-                f64::NEG_INFINITY
-            };
+            let shifted = shifted_by_winner(*jll, c, m, top);
             *jll = Dd::from(shifted);
             if c != m {
                 rest += shifted.exp();
@@ -828,6 +815,19 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                 shifted.hi - log1p_rest
             };
         }
+    }
+}
+
+/// `D_c = jll_c − jll_m` of class `c` against the winner `m` (jll `top`), from double-double
+/// jll, rounded once: 0 for the winner, −inf for a class with zero likelihood.
+#[inline(always)]
+fn shifted_by_winner(jll: Dd, c: usize, m: usize, top: Dd) -> f64 {
+    if c == m {
+        0.0
+    } else if jll.hi > f64::NEG_INFINITY {
+        jll.sub(top).to_f64()
+    } else {
+        f64::NEG_INFINITY
     }
 }
 

@@ -655,15 +655,7 @@ fn load_codes_and_weights<E: Element, L: Label>(
     scratch.codes.clear();
     scratch.row_weights.clear();
     for row in rows.clone() {
-        let label = input.labels[row].to_i64();
-        if label < 0 || label as u64 >= input.n_classes as u64 {
-            return Err(GaussError::LabelOutOfRange {
-                row,
-                label,
-                n_classes: input.n_classes,
-            });
-        }
-        scratch.codes.push(label as usize);
+        scratch.codes.push(class_code(input, row)?);
     }
     if let Some(w) = input.weights {
         for row in rows {
@@ -675,6 +667,20 @@ fn load_codes_and_weights<E: Element, L: Label>(
         }
     }
     Ok(())
+}
+
+/// The class code of `row`: its label, checked to be in `0..n_classes`.
+#[inline(always)]
+fn class_code<E: Element, L: Label>(input: FitInput<'_, E, L>, row: usize) -> Result<usize> {
+    let label = input.labels[row].to_i64();
+    if label < 0 || label as u64 >= input.n_classes as u64 {
+        return Err(GaussError::LabelOutOfRange {
+            row,
+            label,
+            n_classes: input.n_classes,
+        });
+    }
+    Ok(label as usize)
 }
 
 /// First NaN/inf of `x` in `rows`, scanning row by row.
@@ -1918,15 +1924,7 @@ fn bucket_block<E: Element, L: Label>(
         if let Some((w, stride)) = weights {
             prefetch_read(w.wrapping_offset(next * stride));
         }
-        let label = input.labels[row].to_i64();
-        if label < 0 || label as u64 >= input.n_classes as u64 {
-            return Err(GaussError::LabelOutOfRange {
-                row,
-                label,
-                n_classes: input.n_classes,
-            });
-        }
-        let c = label as usize;
+        let c = class_code(input, row)?;
         codes.push(c);
         if bucket_pos[c] == 0 {
             bucket_pos[c] = 1;
