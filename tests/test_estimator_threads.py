@@ -38,7 +38,11 @@ def test_predicting_threads_see_whole_models_while_one_thread_partial_fits() -> 
     def reader(slot: int) -> None:
         start.wait()
         try:
-            while not done.is_set():
+            # At least one read per reader, even when the writer finishes before this thread is
+            # first scheduled (8 readers and a writer share 2 cores; a faster fit made that
+            # happen in a CI run); reads go on until the writer is done.
+            while True:
+                finished = done.is_set()
                 proba = shared.predict_proba(probe)
                 row_sum_errors[slot] = max(
                     row_sum_errors[slot], float(np.abs(proba.sum(axis=1) - 1.0).max())
@@ -47,6 +51,8 @@ def test_predicting_threads_see_whole_models_while_one_thread_partial_fits() -> 
                 seen_versions[slot].add(known[proba.tobytes()])
                 labels = shared.predict(probe)
                 assert set(labels.tolist()) <= set(classes.tolist())
+                if finished:
+                    break
         except BaseException as exc:
             errors.append(exc)
 
