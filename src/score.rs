@@ -27,7 +27,7 @@ use crate::element::Element;
 use crate::error::{GaussError, Result};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2Lanes, Avx512Lanes};
-use crate::simd::{Lanes, ScalarLanes, SimdLevel, exp_nonpositive, prefetch_l2};
+use crate::simd::{Lanes, ScalarLanes, SimdLevel, exp_nonpositive, prefetch_l2, transpose_block};
 use crate::simd_dispatch;
 use crate::threads::run_in_pool;
 
@@ -853,14 +853,7 @@ fn write_rows<L: Lanes, T: Element, const R: usize>(
         let (sp, dp) = (scores.as_ptr(), staged.as_mut_ptr());
         for rb in (0..R).step_by(L::LANES) {
             for cb in (0..full_c).step_by(L::LANES) {
-                let mut v = [L::splat(0.0); 8];
-                for (i, v) in v[..L::LANES].iter_mut().enumerate() {
-                    *v = L::load(sp.add((cb + i) * R + rb));
-                }
-                L::transpose(&mut v[..L::LANES]);
-                for (i, v) in v[..L::LANES].iter().enumerate() {
-                    L::store(dp.add((rb + i) * c + cb), *v);
-                }
+                transpose_block::<L, f64>(sp.add(cb * R + rb), R, dp.add(rb * c + cb), c);
             }
         }
     }
@@ -1052,14 +1045,7 @@ fn pack_tile<E: Element, L: Lanes, const R: usize>(
             let (sp, pp) = (rows.as_ptr(), packed.as_mut_ptr());
             for rb in (0..full_rows).step_by(L::LANES) {
                 for jb in (0..full_cols).step_by(L::LANES) {
-                    let mut v = [L::splat(0.0); 8];
-                    for (i, v) in v[..L::LANES].iter_mut().enumerate() {
-                        *v = load_lanes::<E, L>(sp.add((rb + i) * d + jb));
-                    }
-                    L::transpose(&mut v[..L::LANES]);
-                    for (i, v) in v[..L::LANES].iter().enumerate() {
-                        L::store(pp.add((jb + i) * R + rb), *v);
-                    }
+                    transpose_block::<L, E>(sp.add(rb * d + jb), d, pp.add(jb * R + rb), R);
                 }
             }
         }
@@ -1096,23 +1082,6 @@ fn pack_tile<E: Element, L: Lanes, const R: usize>(
     }
     // SAFETY: `packed` holds d·R values and the CPU supports `L`.
     unsafe { all_finite::<L, R>(&packed[..d * R]) }
-}
-
-/// Load `LANES` values of `E` at `p` as f64 (exact widening for f32).
-///
-/// # Safety
-/// `p` points to `LANES` readable values; the CPU supports `L`.
-#[inline(always)]
-unsafe fn load_lanes<E: Element, L: Lanes>(p: *const E) -> L::V {
-    // Resolved at compile time: E is f32 or f64.
-    unsafe {
-        if std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() {
-            L::load_f32(p.cast::<f32>())
-        } else {
-            debug_assert!(std::any::TypeId::of::<E>() == std::any::TypeId::of::<f64>());
-            L::load(p.cast::<f64>())
-        }
-    }
 }
 
 /// True when every value is finite: v·0 is ±0 for finite v and NaN for NaN/±inf, so the

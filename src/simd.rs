@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use crate::element::Element;
+
 /// Environment variable that caps the SIMD level (`scalar`, `avx2`, `avx512`).
 pub const SIMD_ENV: &str = "GAUSSMLE_SIMD";
 
@@ -450,4 +452,48 @@ pub fn exp_nonpositive<const FMA: bool>(x: f64) -> f64 {
     let s2 = f64::from_bits(((k2 + 1023) as u64) << 52);
     let y = p * s1 * s2;
     if x > -745.2 { y } else { 0.0 }
+}
+
+/// Load `L::LANES` values of `E` at `p` as f64 vectors: exact widening for f32, a plain load
+/// for f64 (the check is resolved at compile time).
+///
+/// # Safety
+/// `E` is f32 or f64, `p` points to `L::LANES` readable values, and the CPU supports `L`.
+#[inline(always)]
+pub unsafe fn load_widened<L: Lanes, E: Element>(p: *const E) -> L::V {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() {
+            L::load_f32(p.cast::<f32>())
+        } else {
+            debug_assert!(std::any::TypeId::of::<E>() == std::any::TypeId::of::<f64>());
+            L::load(p.cast::<f64>())
+        }
+    }
+}
+
+/// Transpose one `LANES × LANES` block in registers: row `i` of the block is `LANES` values at
+/// `src + i·src_stride`, and lands as column `i` at `dst + i` (rows `dst + k·dst_stride`).
+///
+/// # Safety
+/// As [`load_widened`] for every source row; `dst + k·dst_stride .. + LANES` writable for
+/// `k < LANES`.
+#[inline(always)]
+pub unsafe fn transpose_block<L: Lanes, E: Element>(
+    src: *const E,
+    src_stride: usize,
+    dst: *mut f64,
+    dst_stride: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut v = [L::splat(0.0); 8];
+        for (i, v) in v[..L::LANES].iter_mut().enumerate() {
+            *v = load_widened::<L, E>(src.add(i * src_stride));
+        }
+        L::transpose(&mut v[..L::LANES]);
+        for (k, v) in v[..L::LANES].iter().enumerate() {
+            L::store(dst.add(k * dst_stride), *v);
+        }
+    }
 }

@@ -41,7 +41,7 @@ use crate::element::{Element, Label};
 use crate::error::{GaussError, Result};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2Lanes, Avx512Lanes};
-use crate::simd::{Lanes, ScalarLanes, SimdLevel, madd, prefetch_l2, prefetch_read};
+use crate::simd::{Lanes, ScalarLanes, SimdLevel, load_widened, madd, prefetch_l2, prefetch_read};
 use crate::simd_dispatch;
 use crate::threads::run_in_pool;
 use std::any::TypeId;
@@ -722,25 +722,13 @@ fn accumulator_copies(n_classes: usize, d: usize) -> usize {
 /// `S2 − S1·D` (and in the mean `K + D`) to a factor 16 of one rounding.
 const ONE_PASS_GUARD: f64 = 16.0;
 
-/// Exact f64 vector load of `L::LANES` elements of `E` (f32 is widened), if `E` is f32 or f64.
-#[inline(always)]
-unsafe fn load_elem<L: Lanes, E: Element>(p: *const E) -> L::V {
-    if TypeId::of::<E>() == TypeId::of::<f32>() {
-        // SAFETY: E is f32 and the caller passes LANES readable elements.
-        unsafe { L::load_f32(p.cast::<f32>()) }
-    } else {
-        // SAFETY: only reached for E = f64 (see `vector_elem`), LANES readable elements.
-        unsafe { L::load(p.cast::<f64>()) }
-    }
-}
-
 /// Scalar multiply-add fused exactly when `L`'s vectors are ([`madd`]).
 #[inline(always)]
 fn madd_lanes<L: Lanes>(a: f64, b: f64, c: f64) -> f64 {
     if L::FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// Whether [`load_elem`] can load `E`.
+/// Whether [`load_widened`] can load `E`.
 #[inline(always)]
 fn vector_elem<E: Element>() -> bool {
     TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>()
@@ -1013,7 +1001,7 @@ unsafe fn rows_onepass<L: Lanes, E: Element, const WEIGHTED: bool>(
             let wv = L::splat(w);
             for v in 0..nv {
                 let j = v * L::LANES;
-                let xv = load_elem::<L, E>(row.add(j));
+                let xv = load_widened::<L, E>(row.add(j));
                 let t = L::sub(xv, L::load(k.add(j)));
                 if WEIGHTED {
                     let wt = L::mul(wv, t);
@@ -1783,7 +1771,7 @@ unsafe fn bucket_step<L: Lanes, E: Element, const WEIGHTED: bool, const NV: usiz
             L::splat(1.0)
         };
         for v in 0..NV {
-            let t = L::sub(load_elem::<L, E>(row.add(v * L::LANES)), k[v]);
+            let t = L::sub(load_widened::<L, E>(row.add(v * L::LANES)), k[v]);
             if WEIGHTED {
                 let wt = L::mul(w, t);
                 acc1[v] = L::add(acc1[v], wt);

@@ -493,12 +493,9 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _local(self) -> LocalGaussianNB:
         local: LocalGaussianNB | None = self.__dict__.get("estimator_")
         if local is None:
-            from sklearn.exceptions import NotFittedError
+            from gaussmle.estimator import not_fitted_error
 
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
+            raise not_fitted_error(self)
         return local
 
     # ------------------------------------------------------------------ fitted attributes

@@ -223,6 +223,14 @@ def _is_ready_float_matrix(X: Any) -> bool:
     )
 
 
+def not_fitted_error(estimator: object) -> NotFittedError:
+    """scikit-learn's NotFittedError, with its standard message, for ``estimator``."""
+    return NotFittedError(
+        f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "
+        "appropriate arguments before using this estimator."
+    )
+
+
 _Codes = npt.NDArray[np.int64] | npt.NDArray[np.int32]
 
 
@@ -358,10 +366,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _state_for_predict(self) -> _FittedState:
         state: _FittedState | None = self.__dict__.get("_fitted_state")
         if state is None:
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
+            raise not_fitted_error(self)
         return state
 
     def __sklearn_is_fitted__(self) -> bool:
