@@ -423,17 +423,22 @@ fn exact_weighted_moments(values: &[i64], weights: &[i64]) -> (f64, f64) {
     (s as f64 / w as f64, (w * q - s * s) as f64 / (w * w) as f64)
 }
 
-/// The bucketed fast path (C order, f32 and f64) over many blocks, on every SIMD level: feature
-/// counts that exercise 4-vector strips, single vectors and scalar tails; a class that first
-/// appears late in the chunk after zero-weight rows; a class whose first row is a far outlier
-/// (the chunk guard fails and the block-wise path redoes the chunk). Reference: exact i128.
+/// The one-pass fast paths (C order, f32 and f64) over many blocks and chunks, on every SIMD
+/// level: the streamed path (unweighted, 5 classes) and the bucketed path (weighted, and
+/// unweighted with 40 classes of 37 or 64 features); feature counts that exercise 4-vector
+/// strips, single vectors and scalar tails; a class that first appears late in the chunk after
+/// zero-weight rows; a class whose first row is a far outlier; a drifting class (the chunk guard
+/// fails and the block-wise path redoes the chunk). Reference: exact i128.
 #[test]
-fn bucketed_fit_is_exact_across_blocks_tails_levels_and_dtypes() {
-    let (n, c) = (40_000usize, 5usize);
-    for (d, drift) in [1usize, 2, 5, 8, 13, 37, 64]
+fn one_pass_fits_are_exact_across_blocks_tails_levels_and_dtypes() {
+    let n = 40_000usize;
+    let shapes = [1usize, 2, 5, 8, 13, 37, 64]
+        .map(|d| (d, 5usize))
         .into_iter()
-        .flat_map(|d| [(d, false), (d, true)])
-    {
+        .chain([(37, 40), (64, 40)]);
+    for (d, c, drift) in shapes.flat_map(|(d, c)| [(d, c, false), (d, c, true)]) {
+        // The last class is the late one; the others are drawn uniformly.
+        let late = c - 1;
         let mut rng = SplitMix(d as u64);
         // Values exact in f32 as well: 8e6 ± 1000 (< 2^24).
         let offset = 8_000_000i64;
@@ -442,26 +447,26 @@ fn bucketed_fit_is_exact_across_blocks_tails_levels_and_dtypes() {
             .collect();
         let y: Vec<i64> = (0..n)
             .map(|i| match i {
-                // Class 4: three rows at the start, then only in the second half.
-                _ if i < 3 || (i >= n / 2 && i % 9 == 0) => 4,
-                _ => (rng.next_u64() % 4) as i64,
+                // The late class: three rows at the start, then only in the second half.
+                _ if i < 3 || (i >= n / 2 && i % 9 == 0) => late as i64,
+                _ => (rng.next_u64() % late as u64) as i64,
             })
             .collect();
         // Class 3's first row is an outlier far from the others.
         let first3 = y.iter().position(|&v| v == 3).unwrap();
         ints[first3 * d..(first3 + 1) * d].fill(offset + 4_000_000);
-        // Class 4 drifts: its first three rows lie far below the rest, so the shift taken from
+        // The late class drifts: its first three rows lie far below the rest, so the shift taken from
         // the first block fails the chunk guard and the block-wise path redoes the chunk.
         if drift {
             ints[..3 * d].fill(offset - 500_000);
         }
-        // Weights 0..=3 (1 for the first rows); class 4's first rows in the second half have
-        // weight 0.
+        // Weights 0..=3 (1 for the first rows); the late class's first rows in the second half
+        // have weight 0.
         let weights: Vec<i64> = (0..n)
             .map(|i| {
                 if i < 3 {
                     1
-                } else if y[i] == 4 && (n / 2..n / 2 + 200).contains(&i) {
+                } else if y[i] == late as i64 && (n / 2..n / 2 + 200).contains(&i) {
                     0
                 } else {
                     (rng.next_u64() % 4) as i64
@@ -500,8 +505,9 @@ fn bucketed_fit_is_exact_across_blocks_tails_levels_and_dtypes() {
                             let (mean, var) =
                                 exact_weighted_moments(&vals, if weighted { &ws } else { &unit });
                             let k = class * d + j;
-                            let what =
-                                format!("d={d} {drift} {level:?} {dtype} w={weighted} c={class}");
+                            let what = format!(
+                                "d={d} C={c} {drift} {level:?} {dtype} w={weighted} c={class}"
+                            );
                             assert!(rel(stats.classes.mean[k], mean) < 1e-15, "{what} mean");
                             let v = stats.classes.m2[k] / stats.classes.weight[class];
                             assert!(rel(v, var) < 1e-13, "{what} var {v} vs {var}");

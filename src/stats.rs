@@ -552,12 +552,15 @@ fn chunk_stats<E: Element, L: Label>(
         global: Moments::zeros(1, d),
     };
     let by_rows = input.x.strides()[1] == 1 || d == 1;
-    if d > 0
-        && by_rows
-        && vector_elem::<E>()
-        && let Some(stats) = chunk_bucketed(input, rows.clone(), level)?
-    {
-        return Ok(stats);
+    if d > 0 && by_rows && vector_elem::<E>() {
+        let fast = if streamed_fits(input.n_classes, d, input.weights.is_some()) {
+            chunk_streamed(input, rows.clone(), level)?
+        } else {
+            chunk_bucketed(input, rows.clone(), level)?
+        };
+        if let Some(stats) = fast {
+            return Ok(stats);
+        }
     }
     let mut scratch = BlockScratch::new(input.n_classes, d, block);
     let mut start = rows.start;
@@ -1668,6 +1671,15 @@ impl Prefetcher {
         self.limit = if limit < self.end { limit } else { self.end };
     }
 
+    /// Request every cache line before `target`, within the window.
+    #[inline(always)]
+    fn advance_to(&mut self, target: *const u8) {
+        while self.next < target && self.next < self.limit {
+            prefetch_l2(self.next);
+            self.next = self.next.wrapping_add(64);
+        }
+    }
+
     /// Request the next `lines` cache lines, within the window.
     #[inline(always)]
     fn advance(&mut self, lines: usize) {
@@ -2195,6 +2207,18 @@ fn chunk_bucketed<E: Element, L: Label>(
         }
         start = end;
     }
+    Ok(finish_chunk_sums(&mut scratch, d, rows.len(), weighted))
+}
+
+/// Turn a chunk's compensated shifted sums (`sum + sum_lo`, `sq_dev + sq_dev_lo`, and the
+/// global ones when weighted) into its statistics, applying the one-pass guard once to the
+/// whole chunk; `None` when the guard fails or a value is not finite.
+fn finish_chunk_sums(
+    scratch: &mut BlockScratch,
+    d: usize,
+    rows: usize,
+    weighted: bool,
+) -> Option<ClassStats> {
     for (hi, lo) in scratch.sum.iter_mut().zip(&scratch.sum_lo) {
         *hi += lo;
     }
@@ -2211,17 +2235,299 @@ fn chunk_bucketed<E: Element, L: Label>(
         }
     }
     let mut stats = ClassStats {
-        classes: Moments::zeros(input.n_classes, d),
+        classes: Moments::zeros(scratch.n_classes, d),
         global: Moments::zeros(1, d),
     };
-    if !finish_onepass(&stats, &mut scratch, d, rows.len(), weighted) {
-        return Ok(None);
+    if !finish_onepass(&stats, scratch, d, rows, weighted) {
+        return None;
     }
-    merge_block(&mut stats, &mut scratch, rows.len(), weighted);
+    merge_block(&mut stats, scratch, rows, weighted);
     if !stats.classes.all_finite() || !stats.global.all_finite() {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(stats))
+    Some(stats)
+}
+
+// ------------------------------------------------------------------------------------------
+// Streamed one-pass chunk kernel (few classes × features)
+
+/// Largest per-chunk table of the streamed path (a shift and two window sums per class and
+/// feature): it must stay in L1 next to the rows being read.
+const STREAM_TABLE_BYTES: usize = 24 * 1024;
+
+/// Rows a class adds into its window sums before they go, with TwoSum, to the chunk sums: the
+/// rounding error of `S1`/`S2` stays about `34·u·Σ|terms|`, as in the bucketed path.
+const STREAM_FLUSH_ROWS: u32 = 32;
+
+/// How far ahead of the row being read the streamed path prefetches X into L2. With no software
+/// prefetch the hardware prefetcher alone fell behind the kernel's table updates (1e6×32×10
+/// f64: 1.3× a bare streaming loop); 8–16 KiB ahead with PREFETCHT1 reached 1.05–1.1×, while 1–2
+/// KiB ahead, or PREFETCHT0, was slower than none.
+const STREAM_PREFETCH_BYTES: usize = 16 * 1024;
+
+/// Whether the streamed path takes an unweighted fit of `n_classes × d`: its table fits L1.
+fn streamed_fits(n_classes: usize, d: usize, weighted: bool) -> bool {
+    !weighted && n_classes.saturating_mul(d).saturating_mul(3 * 8) <= STREAM_TABLE_BYTES
+}
+
+/// Layout of the streamed path's table for vectors of `lanes` f64: per class, `vectors` groups
+/// of `[K | W1 | W2]` (`lanes` values each: the shift, and the window sums of `t` and `t²`),
+/// then `tail` scalar triples for the last `d mod lanes` features, padded to a cache line. A
+/// row's update then touches one contiguous, aligned stretch of the table.
+#[derive(Clone, Copy)]
+struct StreamLayout {
+    lanes: usize,
+    vectors: usize,
+    tail: usize,
+    class_stride: usize,
+}
+
+impl StreamLayout {
+    fn new(d: usize, lanes: usize) -> Self {
+        let vectors = d / lanes;
+        let tail = d - vectors * lanes;
+        StreamLayout {
+            lanes,
+            vectors,
+            tail,
+            class_stride: (vectors * 3 * lanes + 3 * tail).next_multiple_of(8),
+        }
+    }
+
+    /// Offset of feature `j`'s shift within its class's part of the table.
+    fn shift_at(&self, j: usize) -> usize {
+        let v = j / self.lanes;
+        if v < self.vectors {
+            v * 3 * self.lanes + j % self.lanes
+        } else {
+            self.vectors * 3 * self.lanes + 3 * (j - self.vectors * self.lanes)
+        }
+    }
+}
+
+/// Add class `c`'s window sums to the chunk sums (TwoSum) and zero them.
+///
+/// # Safety
+/// `table` is class `c`'s part of the streamed table (layout `lay` for the lanes of `V`), the
+/// scratch sums are C × d with `c < n_classes`, and the CPU supports `V`.
+#[inline(always)]
+unsafe fn flush_stream_class<V: Lanes>(
+    table: *mut f64,
+    lay: StreamLayout,
+    scratch: &mut BlockScratch,
+    c: usize,
+    d: usize,
+) {
+    // SAFETY: the caller's contract; every offset stays inside the class's part of the table
+    // and the class's `d` values of each scratch table.
+    unsafe {
+        let s1 = scratch.sum.as_mut_ptr().add(c * d);
+        let s1_lo = scratch.sum_lo.as_mut_ptr().add(c * d);
+        let s2 = scratch.sq_dev.as_mut_ptr().add(c * d);
+        let s2_lo = scratch.sq_dev_lo.as_mut_ptr().add(c * d);
+        let zero = V::splat(0.0);
+        for v in 0..lay.vectors {
+            let (a, j) = (table.add(v * 3 * V::LANES), v * V::LANES);
+            add_compensated::<V>(s1.add(j), s1_lo.add(j), V::load(a.add(V::LANES)));
+            add_compensated::<V>(s2.add(j), s2_lo.add(j), V::load(a.add(2 * V::LANES)));
+            V::store(a.add(V::LANES), zero);
+            V::store(a.add(2 * V::LANES), zero);
+        }
+        let tail = table.add(lay.vectors * 3 * V::LANES);
+        for t in 0..lay.tail {
+            let (a, j) = (tail.add(3 * t), lay.vectors * V::LANES + t);
+            add_compensated::<ScalarLanes>(s1.add(j), s1_lo.add(j), *a.add(1));
+            add_compensated::<ScalarLanes>(s2.add(j), s2_lo.add(j), *a.add(2));
+            *a.add(1) = 0.0;
+            *a.add(2) = 0.0;
+        }
+    }
+}
+
+/// Give class `c`, first seen at `row`, its shift: its first row moved to the mean of its rows
+/// among the next `max(256, 16·C)` rows of the chunk, so that a first row far out does not fail
+/// the chunk's guard. Checks the labels it reads and marks the class as seen.
+///
+/// # Safety
+/// `table` is class `c`'s part of the streamed table with layout `lay`.
+unsafe fn centre_stream_shift<E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    row: usize,
+    end: usize,
+    c: usize,
+    table: *mut f64,
+    lay: StreamLayout,
+    scratch: &mut BlockScratch,
+) -> Result<()> {
+    let first: Vec<f64> = input.x.row(row).iter().map(|v| v.to_f64()).collect();
+    let mut sums = vec![0.0; first.len()];
+    let mut count = 0usize;
+    let look = end.min(row + (16 * input.n_classes).max(256));
+    for r in row..look {
+        if class_code(input, r)? == c {
+            for ((s, v), k) in sums.iter_mut().zip(input.x.row(r)).zip(&first) {
+                *s += v.to_f64() - k;
+            }
+            count += 1;
+        }
+    }
+    for (j, (s, k)) in sums.iter().zip(&first).enumerate() {
+        let centred = k + s / count as f64;
+        // SAFETY: `shift_at(j)` lies inside the class's part of the table (caller's contract).
+        unsafe {
+            *table.add(lay.shift_at(j)) = if centred.is_finite() { centred } else { *k };
+        }
+    }
+    scratch.has_shift[c] = true;
+    scratch.seen[c] = true;
+    scratch.touched.push(c);
+    Ok(())
+}
+
+/// The streamed path's pass over a chunk at the level of `V`: row by row in memory order,
+/// `t = x − K_c` is added to its class's window sums (`W1 += t`, `W2 += t²`) in an L1-resident
+/// table, and every [`STREAM_FLUSH_ROWS`] rows of a class its windows go to the chunk sums.
+///
+/// # Safety
+/// Rows of `input.x` hold contiguous f32/f64 values; `scratch.sum_lo`/`sq_dev_lo` are C × d;
+/// the CPU supports `V`.
+#[inline(always)]
+unsafe fn stream_chunk_body<V: Lanes, E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    rows: std::ops::Range<usize>,
+    scratch: &mut BlockScratch,
+) -> Result<()> {
+    let (d, n_classes) = (input.x.ncols(), input.n_classes);
+    let lay = StreamLayout::new(d, V::LANES);
+    let mut table = AlignedBuf::zeros(n_classes * lay.class_stride);
+    // Rows in each class's window; a class without a shift starts "full", so that one check
+    // per row catches both a window to flush and a class seen for the first time.
+    let mut window = vec![STREAM_FLUSH_ROWS; n_classes];
+    let x = input.x.as_ptr();
+    let row_stride = input.x.strides()[0];
+    let (labels, label_stride) = (input.labels.as_ptr(), input.labels.strides()[0]);
+    let vec_end = lay.vectors * V::LANES;
+    let tab = table.as_mut_ptr();
+    let row_bytes = d * std::mem::size_of::<E>();
+    // Only rows back to back are prefetched (strided rows would fetch the gaps too).
+    let mut prefetch = if row_stride == d as isize {
+        let start = x.wrapping_add(rows.start * d).cast::<u8>();
+        let mut p = Prefetcher::new(start, rows.len() * row_bytes);
+        p.open_window(start, rows.len() * row_bytes);
+        p
+    } else {
+        Prefetcher::new(std::ptr::null(), 0)
+    };
+    // SAFETY: rows are in `input`; `c < n_classes` is checked before any table access, and
+    // every offset stays inside class `c`'s `class_stride` values.
+    unsafe {
+        for row in rows.clone() {
+            // Everything up to STREAM_PREFETCH_BYTES past this row's end.
+            prefetch.advance_to(
+                x.wrapping_add((row + 1) * d)
+                    .cast::<u8>()
+                    .wrapping_add(STREAM_PREFETCH_BYTES),
+            );
+            let label = (*labels.offset(row as isize * label_stride)).to_i64();
+            // One unsigned comparison also rejects negative labels.
+            if label as u64 >= n_classes as u64 {
+                return Err(GaussError::LabelOutOfRange {
+                    row,
+                    label,
+                    n_classes,
+                });
+            }
+            let c = label as usize;
+            let t = tab.add(c * lay.class_stride);
+            let w = window.get_unchecked_mut(c);
+            if *w == STREAM_FLUSH_ROWS {
+                if scratch.has_shift[c] {
+                    scratch.weight[c] += f64::from(STREAM_FLUSH_ROWS);
+                    flush_stream_class::<V>(t, lay, scratch, c, d);
+                } else {
+                    centre_stream_shift(input, row, rows.end, c, t, lay, scratch)?;
+                }
+                *w = 0;
+            }
+            *w += 1;
+            let xr = x.offset(row as isize * row_stride);
+            for v in 0..lay.vectors {
+                let a = t.add(v * 3 * V::LANES);
+                let tv = V::sub(load_widened::<V, E>(xr.add(v * V::LANES)), V::load(a));
+                let (w1, w2) = (a.add(V::LANES), a.add(2 * V::LANES));
+                V::store(w1, V::add(V::load(w1), tv));
+                V::store(w2, V::fmadd(tv, tv, V::load(w2)));
+            }
+            let tail = t.add(lay.vectors * 3 * V::LANES);
+            for j in 0..lay.tail {
+                let a = tail.add(3 * j);
+                let tv = (*xr.add(vec_end + j)).to_f64() - *a;
+                *a.add(1) += tv;
+                // Unfused, as the scalar level and the bucketed path's tails.
+                *a.add(2) += tv * tv;
+            }
+        }
+        for (c, &rest) in window.iter().enumerate() {
+            if scratch.has_shift[c] {
+                let t = tab.add(c * lay.class_stride);
+                scratch.weight[c] += f64::from(rest);
+                flush_stream_class::<V>(t, lay, scratch, c, d);
+                for j in 0..d {
+                    scratch.shift[c * d + j] = *t.add(lay.shift_at(j));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fast path of [`chunk_stats`] for unweighted fits of f32/f64 rows with contiguous features
+/// whose per-class table is small ([`streamed_fits`]): X is read once, in memory order, with a
+/// software prefetch [`STREAM_PREFETCH_BYTES`] ahead, and each row updates its class's window
+/// sums in L1. Unlike the bucketed path there is no label pass and no class-order gather, so
+/// the reads stream at close to the memory bandwidth. Same numerics as the bucketed path:
+/// compensated chunk sums, one guard per chunk; `Ok(None)` when it fails, and the caller redoes
+/// the chunk with the block-wise path.
+fn chunk_streamed<E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    rows: std::ops::Range<usize>,
+    level: SimdLevel,
+) -> Result<Option<ClassStats>> {
+    let d = input.x.ncols();
+    let mut scratch = BlockScratch::new(input.n_classes, d, 1);
+    scratch.sum_lo = AlignedBuf::zeros(input.n_classes * d);
+    scratch.sq_dev_lo = AlignedBuf::zeros(input.n_classes * d);
+    type Range = std::ops::Range<usize>;
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<E: Element, L: Label>(
+        i: FitInput<'_, E, L>,
+        r: Range,
+        s: &mut BlockScratch,
+    ) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { stream_chunk_body::<Avx2Lanes, E, L>(i, r, s) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+    unsafe fn avx512<E: Element, L: Label>(
+        i: FitInput<'_, E, L>,
+        r: Range,
+        s: &mut BlockScratch,
+    ) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { stream_chunk_body::<Avx512Lanes, E, L>(i, r, s) }
+    }
+    let r = rows.clone();
+    // SAFETY (all arms): the caller checked contiguous f32/f64 features, the scratch sums are
+    // C × d, and simd_dispatch! runs each AVX arm only on a CPU with its features.
+    simd_dispatch!(
+        level,
+        unsafe { stream_chunk_body::<ScalarLanes, E, L>(input, r, &mut scratch) },
+        unsafe { avx2(input, r, &mut scratch) },
+        unsafe { avx512(input, r, &mut scratch) }
+    )?;
+    Ok(finish_chunk_sums(&mut scratch, d, rows.len(), false))
 }
 
 #[cfg(test)]
