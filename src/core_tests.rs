@@ -532,3 +532,48 @@ fn one_pass_fits_are_exact_across_blocks_tails_levels_and_dtypes() {
         }
     }
 }
+
+/// The streamed path (small class table) reports the first bad label (negative or too large,
+/// inside or past a class's centring look-ahead) and the first NaN by position, on every level.
+#[test]
+fn streamed_fit_reports_the_first_bad_label_and_nan() {
+    let (n, d, c) = (2_000usize, 16usize, 3usize);
+    let mut rng = SplitMix(11);
+    let x = Array2::from_shape_fn((n, d), |_| (rng.next_u64() % 1000) as f64);
+    let y: Vec<i64> = (0..n).map(|i| (i % c) as i64).collect();
+    for level in available_levels() {
+        for (bad_row, label) in [(5usize, -1i64), (1_500, 3), (1_999, i64::MIN)] {
+            let mut labels = y.clone();
+            labels[bad_row] = label;
+            labels[bad_row.max(1_900)..].iter_mut().for_each(|l| *l = 7);
+            labels[bad_row] = label;
+            let input = FitInput {
+                x: x.view(),
+                labels: ArrayView1::from(&labels[..]),
+                weights: None,
+                n_classes: c,
+            };
+            match class_stats(input, 1, level) {
+                Err(GaussError::LabelOutOfRange { row, label: l, .. }) => {
+                    assert_eq!((row, l), (bad_row, label), "{level:?}");
+                }
+                other => panic!("{level:?}: expected a bad label at {bad_row}, got {other:?}"),
+            }
+        }
+        let mut with_nan = x.clone();
+        with_nan[[1_200, 3]] = f64::NAN;
+        with_nan[[1_700, 0]] = f64::INFINITY;
+        let input = FitInput {
+            x: with_nan.view(),
+            labels: ArrayView1::from(&y[..]),
+            weights: None,
+            n_classes: c,
+        };
+        match class_stats(input, 1, level) {
+            Err(GaussError::NonFinite {
+                row: 1_200, col: 3, ..
+            }) => {}
+            other => panic!("{level:?}: expected NonFinite at (1200, 3), got {other:?}"),
+        }
+    }
+}

@@ -2265,9 +2265,18 @@ const STREAM_FLUSH_ROWS: u32 = 32;
 /// KiB ahead, or PREFETCHT0, was slower than none.
 const STREAM_PREFETCH_BYTES: usize = 16 * 1024;
 
+/// Most classes the streamed path takes: each class's first sighting in a chunk scans up to
+/// [`STREAM_CENTRE_MAX_ROWS`] labels, which must stay small next to the chunk.
+const STREAM_MAX_CLASSES: usize = 64;
+
+/// Most rows a class's centring look-ahead scans (16 per class, at least 256).
+const STREAM_CENTRE_MAX_ROWS: usize = 1024;
+
 /// Whether the streamed path takes an unweighted fit of `n_classes × d`: its table fits L1.
 fn streamed_fits(n_classes: usize, d: usize, weighted: bool) -> bool {
-    !weighted && n_classes.saturating_mul(d).saturating_mul(3 * 8) <= STREAM_TABLE_BYTES
+    !weighted
+        && n_classes <= STREAM_MAX_CLASSES
+        && n_classes.saturating_mul(d).saturating_mul(3 * 8) <= STREAM_TABLE_BYTES
 }
 
 /// Layout of the streamed path's table for vectors of `lanes` f64: per class, `vectors` groups
@@ -2345,7 +2354,7 @@ unsafe fn flush_stream_class<V: Lanes>(
 }
 
 /// Give class `c`, first seen at `row`, its shift: its first row moved to the mean of its rows
-/// among the next `max(256, 16·C)` rows of the chunk, so that a first row far out does not fail
+/// among the next `16·C` rows of the chunk (256 to [`STREAM_CENTRE_MAX_ROWS`]), so that a first row far out does not fail
 /// the chunk's guard. Checks the labels it reads and marks the class as seen.
 ///
 /// # Safety
@@ -2362,7 +2371,7 @@ unsafe fn centre_stream_shift<E: Element, L: Label>(
     let first: Vec<f64> = input.x.row(row).iter().map(|v| v.to_f64()).collect();
     let mut sums = vec![0.0; first.len()];
     let mut count = 0usize;
-    let look = end.min(row + (16 * input.n_classes).max(256));
+    let look = end.min(row + (16 * input.n_classes).clamp(256, STREAM_CENTRE_MAX_ROWS));
     for r in row..look {
         if class_code(input, r)? == c {
             for ((s, v), k) in sums.iter_mut().zip(input.x.row(r)).zip(&first) {
