@@ -1,8 +1,13 @@
 //! Per-class sufficient statistics (weight, mean, sum of squared deviations) in one pass.
 //!
-//! Algorithm (ALGORITHMS.md §1): rows are taken in cache-sized blocks, and every class has a
-//! shift `K_c` (its running mean's high part, or for a class new to the chunk its first
-//! positive-weight row).
+//! Algorithm (ALGORITHMS.md §1): every class has a shift `K_c` and the kernels accumulate
+//! `S1 = Σ w·t` and `S2 = Σ w·t²` with `t = x − K_c`. Three fast paths for float32/float64 rows
+//! with contiguous features fix `K_c` for a whole chunk (centred on the class's first rows) and
+//! apply the guard below once per chunk: the register-resident path ([`chunk_tiny`], AVX-512,
+//! d ≤ 4), the streamed path ([`chunk_streamed`], unweighted, small class tables) and the
+//! bucketed path ([`chunk_bucketed`]). A chunk that fails is redone by the block-wise path
+//! described next, where rows are taken in cache-sized blocks and `K_c` is the running mean's
+//! high part (or, for a class new to the chunk, its first positive-weight row).
 //!
 //! * **One-pass shifted kernel** ([`block_onepass`]): one read of the block accumulates
 //!   `S1 = Σ w·t` and `S2 = Σ w·t²`, `t = x − K_c` (exact by Sterbenz's lemma when `x` is near
@@ -540,6 +545,13 @@ impl BlockScratch {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Chunks of this thread whose fast path failed its guard and went to the block-wise path
+    /// (tests read it to check that the fast paths hold where they should).
+    pub static GUARD_FALLBACKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn chunk_stats<E: Element, L: Label>(
     input: FitInput<'_, E, L>,
     rows: std::ops::Range<usize>,
@@ -564,6 +576,8 @@ fn chunk_stats<E: Element, L: Label>(
         if let Some(stats) = fast {
             return Ok(stats);
         }
+        #[cfg(test)]
+        GUARD_FALLBACKS.with(|count| count.set(count.get() + 1));
     }
     let mut scratch = BlockScratch::new(input.n_classes, d, block);
     let mut start = rows.start;
@@ -2268,12 +2282,26 @@ const STREAM_FLUSH_ROWS: u32 = 32;
 /// KiB ahead, or PREFETCHT0, was slower than none.
 const STREAM_PREFETCH_BYTES: usize = 16 * 1024;
 
-/// Most classes the streamed path takes: each class's first sighting in a chunk scans up to
-/// [`STREAM_CENTRE_MAX_ROWS`] labels, which must stay small next to the chunk.
+/// Most classes the streamed path takes (its table must stay in L1, and a class first seen
+/// after a chunk's first rows scans [`centre_rows`] labels).
 const STREAM_MAX_CLASSES: usize = 64;
 
-/// Most rows a class's centring look-ahead scans (16 per class, at least 256).
-const STREAM_CENTRE_MAX_ROWS: usize = 1024;
+/// Rows at the start of a chunk (and after a class's late first sighting) whose class means
+/// centre the shifts of the streamed and register-resident paths.
+///
+/// A shift off by `δ` from a class's mean passes the chunk guard while `n_c·δ² ≲ 15·m2`. With
+/// an outlier `O` as the class's first row and `L` of its rows in the window, `δ ≈ O/L` and
+/// `m2 ≳ O²`, so the guard holds while `n_c ≤ 15·L²`: with `n_c ≈ rows/C`, `L·C =
+/// 2·√(rows·C/15)` rows leave a factor 4. Rare classes have fewer rows in the window, so it is
+/// also at least 256 KiB of X, like the bucketed path's first block (a fixed 256-row window
+/// failed every chunk of 2^20 × 2 rows with one class whose first row was 3e4 σ out; 1400 rows
+/// failed a class with 0.15% of the rows). The window is read twice (it is in cache the second
+/// time): about 1.5% of a chunk at d = 32.
+fn centre_rows(chunk_rows: usize, n_classes: usize, row_bytes: usize) -> usize {
+    let balanced = 2.0 * (chunk_rows as f64 * n_classes.max(1) as f64 / 15.0).sqrt();
+    let block = (256 * 1024) / row_bytes.max(1);
+    (balanced as usize).max(block).clamp(256, 1 << 16)
+}
 
 /// Widest float32 rows the streamed path takes.
 const STREAM_MAX_F32_FEATURES: usize = 32;
@@ -2287,7 +2315,7 @@ const STREAM_MAX_F32_FEATURES: usize = 32;
 fn streamed_fits(n_classes: usize, d: usize, weighted: bool, elem_bytes: usize) -> bool {
     !weighted
         && n_classes <= STREAM_MAX_CLASSES
-        && n_classes.saturating_mul(d).saturating_mul(3 * 8) <= STREAM_TABLE_BYTES
+        && n_classes.saturating_mul((3 * d).next_multiple_of(8) * 8) <= STREAM_TABLE_BYTES
         && (elem_bytes == 8 || d <= STREAM_MAX_F32_FEATURES)
 }
 
@@ -2365,35 +2393,57 @@ unsafe fn flush_stream_class<V: Lanes>(
     }
 }
 
-/// The shift of class `c`, first seen at `row`: its first row moved to the mean of its rows
-/// among the next `16·C` rows before `end` (256 to [`STREAM_CENTRE_MAX_ROWS`]), so that a first
-/// row far out does not fail the chunk's guard. Checks the labels it reads.
+/// Centred shifts of the classes present among rows `start..end`: each one's first row there,
+/// moved to the mean of its rows there (`None` for a class absent). Checks the labels it reads.
+fn centred_shifts<E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    start: usize,
+    end: usize,
+) -> Result<Vec<Option<Vec<f64>>>> {
+    let d = input.x.ncols();
+    let mut first: Vec<Option<Vec<f64>>> = vec![None; input.n_classes];
+    let mut sums = vec![0.0; input.n_classes * d];
+    let mut count = vec![0usize; input.n_classes];
+    for r in start..end {
+        let c = class_code(input, r)?;
+        let k = first[c].get_or_insert_with(|| input.x.row(r).iter().map(|v| v.to_f64()).collect());
+        for ((s, v), k) in sums[c * d..(c + 1) * d]
+            .iter_mut()
+            .zip(input.x.row(r))
+            .zip(k.iter())
+        {
+            *s += v.to_f64() - k;
+        }
+        count[c] += 1;
+    }
+    for (c, shift) in first.iter_mut().enumerate() {
+        if let Some(k) = shift {
+            for (k, s) in k.iter_mut().zip(&sums[c * d..(c + 1) * d]) {
+                let centred = *k + s / count[c] as f64;
+                if centred.is_finite() {
+                    *k = centred;
+                }
+            }
+        }
+    }
+    Ok(first)
+}
+
+/// The centred shift of class `c`, first seen at `row` (after the chunk's first rows): the mean
+/// of its rows among the next [`centre_rows`] rows before `end`.
 fn centred_shift<E: Element, L: Label>(
     input: FitInput<'_, E, L>,
     row: usize,
     end: usize,
     c: usize,
 ) -> Result<Vec<f64>> {
-    let first: Vec<f64> = input.x.row(row).iter().map(|v| v.to_f64()).collect();
-    let mut sums = vec![0.0; first.len()];
-    let mut count = 0usize;
-    let look = end.min(row + (16 * input.n_classes).clamp(256, STREAM_CENTRE_MAX_ROWS));
-    for r in row..look {
-        if class_code(input, r)? == c {
-            for ((s, v), k) in sums.iter_mut().zip(input.x.row(r)).zip(&first) {
-                *s += v.to_f64() - k;
-            }
-            count += 1;
-        }
-    }
-    Ok(sums
-        .iter()
-        .zip(&first)
-        .map(|(s, k)| {
-            let centred = k + s / count as f64;
-            if centred.is_finite() { centred } else { *k }
-        })
-        .collect())
+    let row_bytes = input.x.ncols() * std::mem::size_of::<E>();
+    let look = end.min(row + centre_rows(end - row, input.n_classes, row_bytes));
+    let mut shifts = centred_shifts(input, row, look)?;
+    // `row` is of class `c`, so its entry is always set.
+    Ok(shifts[c]
+        .take()
+        .unwrap_or_else(|| input.x.row(row).iter().map(|v| v.to_f64()).collect()))
 }
 
 /// Give class `c`, first seen at `row`, its [`centred_shift`] in the streamed table, and mark
@@ -2439,6 +2489,25 @@ unsafe fn stream_chunk_body<V: Lanes, E: Element, L: Label>(
     // Rows in each class's window; a class without a shift starts "full", so that one check
     // per row catches both a window to flush and a class seen for the first time.
     let mut window = vec![STREAM_FLUSH_ROWS; n_classes];
+    // Shifts of the classes in the chunk's first rows, centred on their means there.
+    let row_bytes = d * std::mem::size_of::<E>();
+    let first_rows = rows
+        .end
+        .min(rows.start + centre_rows(rows.len(), n_classes, row_bytes));
+    for (c, shift) in centred_shifts(input, rows.start, first_rows)?
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(k) = shift {
+            for (j, v) in k.into_iter().enumerate() {
+                table[c * lay.class_stride + lay.shift_at(j)] = v;
+            }
+            scratch.has_shift[c] = true;
+            scratch.seen[c] = true;
+            scratch.touched.push(c);
+            window[c] = 0;
+        }
+    }
     let x = input.x.as_ptr();
     let row_stride = input.x.strides()[0];
     let (labels, label_stride) = (input.labels.as_ptr(), input.labels.strides()[0]);
@@ -2670,6 +2739,25 @@ unsafe fn tiny_chunk_avx512<E: Element, L: Label, const CMAX: usize>(
         let mut lane_sums = vec![0.0f64; CMAX * 4 * LANES];
         let mut count = [0u64; CMAX];
         let mut pending: u32 = (1u32 << n_classes) - 1; // classes without a shift
+        let row_bytes = d * std::mem::size_of::<E>();
+        let first_rows = rows
+            .end
+            .min(rows.start + centre_rows(rows.len(), n_classes, row_bytes));
+        for (c, k) in centred_shifts(input, rows.start, first_rows)?
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(k) = k {
+                for (l, p) in shift[c].iter_mut().enumerate() {
+                    *p = k[l % d];
+                }
+                scratch.shift[c * d..(c + 1) * d].copy_from_slice(&k);
+                scratch.has_shift[c] = true;
+                scratch.seen[c] = true;
+                scratch.touched.push(c);
+                pending &= !(1 << c);
+            }
+        }
         let is_i64 = TypeId::of::<L>() == TypeId::of::<i64>();
         let limit = _mm512_set1_epi64(n_classes as i64);
         let mut row = rows.start;
