@@ -79,11 +79,17 @@ def test_all_constant_data_has_zero_epsilon_and_a_clear_error() -> None:
 
 @pytest.mark.parametrize(
     "column",
-    [[1e308, -1e308], [1e154, -1e154], [np.finfo(float).max, np.finfo(float).max / 2, 0.0]],
+    [
+        [1e308, -1e308],
+        [1e154, -1e154],
+        [np.finfo(float).max, np.finfo(float).max / 2, 0.0],
+        [0.99 * np.finfo(float).max, -0.99 * np.finfo(float).max] * 2,
+    ],
 )
 def test_statistics_that_overflow_raise_value_error(column: list[float]) -> None:
+    # The mean of finite values never overflows; the message names what does.
     x = np.array(column)[:, None]
-    with pytest.raises(ValueError, match="overflows float64"):
+    with pytest.raises(ValueError, match="sum of squared deviations overflows float64"):
         class_stats(x, np.zeros(len(column), dtype=np.int64))
 
 
