@@ -36,9 +36,9 @@ class ClassStats:
     weight : ndarray of shape (n_classes,)
         Total sample weight per class (the row count when unweighted).
     mean : ndarray of shape (n_classes, n_features)
-        Weighted mean per class and feature (the MLE of mu). Its error is a few float64
-        roundings of ``max(|mean|, standard deviation)``: correctly rounded when the mean is
-        not tiny next to the spread (a mean of 1e-18 with spread 1 is not).
+        Weighted mean per class and feature (the MLE of mu). Its error is at most a few
+        float64 roundings of ``max(|mean|, standard deviation)`` (measured: under 1.4 of
+        them); it is not always the correctly rounded mean.
     m2 : ndarray of shape (n_classes, n_features)
         Weighted sum of squared deviations from the mean.
     global_count : float
