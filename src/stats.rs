@@ -228,7 +228,8 @@ pub struct GroupMut<'a> {
 /// Merge one group's statistics `(w_b, mean_b + lo_b, m2_b)` into the running group `a`.
 ///
 /// Weighted Chan et al. (1983) update in the form of Schubert & Gertz (SSDBM 2018):
-/// `δ = m_b − M`, `M += δ·w_b/W'`, `S += S_b + δ²·W·w_b/W'`, with `δ` taken from the
+/// `δ = m_b − M`, `M += δ·w_b/W'` (or `M = m_b − δ·W/W'` when `b` is heavier),
+/// `S += S_b + δ²·W·w_b/W'`, with `δ` taken from the
 /// double-double means (so it keeps full relative precision even when both means are ~1e9σ)
 /// and `M` renormalised by TwoSum. One division per group, none per feature.
 #[inline]
@@ -247,12 +248,21 @@ pub fn merge_group(a: GroupMut<'_>, w_b: f64, mean_b: &[f64], lo_b: &[f64], m2_b
     let total = *a.weight + w_b;
     let frac_b = w_b / total;
     let w_a = *a.weight;
+    // The new mean is the heavier side's mean plus the (smaller) correction towards the
+    // lighter one: from the lighter side, `M + δ·w_b/W'` cancels (a part of weight 1e-4 and
+    // mean 1e-3 merged with weight 2 and mean 0 lost 1e-12 relative; now about u).
+    let from_b = w_b > w_a;
+    let frac_a = w_a / total;
     for j in 0..a.mean.len() {
         let delta = (mean_b[j] - a.mean[j]) + (lo_b[j] - a.mean_lo[j]);
         // ((δ·W)·(w_b/W'))·δ rather than δ²·(W·w_b/W'): neither δ² nor a subnormal product
         // of tiny weights is formed when the whole term is representable.
         a.m2[j] += m2_b[j] + ((delta * w_a) * frac_b) * delta;
-        let (hi, lo) = two_sum(a.mean[j], a.mean_lo[j] + delta * frac_b);
+        let (hi, lo) = if from_b {
+            two_sum(mean_b[j], lo_b[j] - delta * frac_a)
+        } else {
+            two_sum(a.mean[j], a.mean_lo[j] + delta * frac_b)
+        };
         a.mean[j] = hi;
         a.mean_lo[j] = lo;
     }
