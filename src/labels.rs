@@ -1,9 +1,10 @@
 //! Integer label encoding: sorted unique labels and each row's code, in Rust.
 //!
-//! Labels in `0..64` take one pass (range and a bit mask of the labels seen), and a second to
-//! code them unless they are exactly `0..k−1`. Otherwise a dense table indexed by `label − min`
-//! when the label range is small (one pass to find the range, one to mark, one to code); else a sort of the distinct values and a binary
-//! search per row. Either way the result equals `np.unique(y, return_inverse=True)`.
+//! Labels in `0..64` take one pass (the range and a bit mask of the labels seen; vectorised on
+//! AVX-512), and a second to code them unless they are exactly `0..k−1`. Otherwise a dense
+//! table indexed by `label − min` when the label range is small (one pass to find the range,
+//! one to mark, one to code); else a sort of the distinct values and a binary search per row.
+//! Either way the result equals `np.unique(y, return_inverse=True)`.
 
 use ndarray::ArrayView1;
 
@@ -13,6 +14,43 @@ use crate::element::Label;
 /// u64), or eight entries per row, whichever is smaller, so the table never dwarfs the labels.
 fn dense_limit(n: usize) -> u64 {
     (1u64 << 22).min((n as u64).saturating_mul(8).max(1024))
+}
+
+/// The smallest and largest label and, speculatively, the set of labels in `0..64` as a bit
+/// mask (bit `v mod 64` for each label `v`), in one pass: the common case is a few classes
+/// coded `0..k−1`, and a separate marking pass cost 1 ns a row.
+#[inline(always)]
+fn range_and_mask_of<'a, L: Label + 'a>(labels: impl Iterator<Item = &'a L>) -> (i64, i64, u64) {
+    let (mut lo, mut hi, mut bits) = (i64::MAX, i64::MIN, 0u64);
+    for v in labels {
+        let v = v.to_i64();
+        lo = lo.min(v);
+        hi = hi.max(v);
+        bits |= 1u64 << (v as u64 & 63);
+    }
+    (lo, hi, bits)
+}
+
+/// [`range_and_mask_of`], vectorised by the compiler for AVX-512 when the labels are contiguous
+/// and that level is active (64-bit min/max need AVX-512): 2e6 labels 1.6 → 0.5 ms.
+fn range_and_mask<L: Label>(labels: ArrayView1<'_, L>) -> (i64, i64, u64) {
+    let Some(slice) = labels.as_slice() else {
+        return range_and_mask_of(labels.iter());
+    };
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+    fn avx512<L: Label>(slice: &[L]) -> (i64, i64, u64) {
+        range_and_mask_of(slice.iter())
+    }
+    let level = crate::simd::active_level();
+    // SAFETY: simd_dispatch! runs the AVX-512 arm only on a CPU with those features; the AVX2
+    // level has no 64-bit min/max, so it takes the portable loop.
+    crate::simd_dispatch!(
+        level,
+        range_and_mask_of(slice.iter()),
+        range_and_mask_of(slice.iter()),
+        unsafe { avx512(slice) }
+    )
 }
 
 /// `(classes, codes)`: the sorted distinct labels and, per row, the index of its label.
@@ -32,15 +70,7 @@ pub fn encode_labels_unless_codes<L: Label>(
     if n == 0 {
         return (Vec::new(), Some(Vec::new()));
     }
-    // One pass for the range and, speculatively, the set of labels in 0..64 as a bit mask (the
-    // common case: a few classes coded 0..k−1); a separate marking pass cost 1 ns a row.
-    let (mut lo, mut hi, mut bits) = (i64::MAX, i64::MIN, 0u64);
-    for v in labels.iter() {
-        let v = v.to_i64();
-        lo = lo.min(v);
-        hi = hi.max(v);
-        bits |= 1u64 << (v as u64 & 63);
-    }
+    let (lo, hi, bits) = range_and_mask(labels);
     if lo >= 0 && hi < 64 {
         let classes: Vec<i64> = (0..64).filter(|&b| bits >> b & 1 == 1).collect();
         if classes.len() as i64 == hi + 1 {
@@ -111,6 +141,36 @@ mod tests {
             let (got_classes, got_codes) = encode_labels_unless_codes(ArrayView1::from(labels));
             assert_eq!(got_classes, classes, "{labels:?}");
             assert_eq!(got_codes.as_deref(), codes, "{labels:?}");
+        }
+    }
+
+    /// The dispatched range-and-mask pass (AVX-512 here when the CPU has it) equals the portable
+    /// loop, for int64 and int32 labels, contiguous and strided.
+    #[test]
+    fn range_and_mask_matches_the_portable_loop() {
+        let mut state = 3u64;
+        for n in [0usize, 1, 7, 8, 9, 63, 64, 65, 1000] {
+            for span in [2u64, 64, 65, 1 << 40] {
+                let labels: Vec<i64> = (0..n)
+                    .map(|_| {
+                        state = state
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        ((state >> 20) % span) as i64 - i64::from(span > 64) * 3
+                    })
+                    .collect();
+                let narrow: Vec<i32> = labels.iter().map(|&v| v as i32).collect();
+                let view = ArrayView1::from(&labels[..]);
+                assert_eq!(
+                    range_and_mask(view),
+                    range_and_mask_of(labels.iter()),
+                    "{n} {span}"
+                );
+                let strided = view.slice(ndarray::s![..;2]);
+                assert_eq!(range_and_mask(strided), range_and_mask_of(strided.iter()));
+                let view32 = ArrayView1::from(&narrow[..]);
+                assert_eq!(range_and_mask(view32), range_and_mask_of(narrow.iter()));
+            }
         }
     }
 }
