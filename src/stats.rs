@@ -540,6 +540,14 @@ impl BlockScratch {
         }
     }
 
+    /// Give `class` the shift `k` (its `d` values) and mark it as present in the chunk.
+    fn set_shift(&mut self, class: usize, k: &[f64]) {
+        let d = k.len();
+        self.shift[class * d..(class + 1) * d].copy_from_slice(k);
+        self.has_shift[class] = true;
+        self.touch(class);
+    }
+
     /// Mark `class` as present in this block; true if it has no shift yet.
     #[inline(always)]
     fn touch(&mut self, class: usize) -> bool {
@@ -2441,6 +2449,24 @@ fn centred_shifts<E: Element, L: Label>(
     Ok(first)
 }
 
+/// [`centred_shifts`] of the chunk's first [`centre_rows`] rows, set in `scratch`; returned per
+/// class (`None` for a class not among them) for the caller's own layout.
+fn centre_chunk_start<E: Element, L: Label>(
+    input: FitInput<'_, E, L>,
+    rows: &std::ops::Range<usize>,
+    scratch: &mut BlockScratch,
+) -> Result<Vec<Option<Vec<f64>>>> {
+    let row_bytes = input.x.ncols() * std::mem::size_of::<E>();
+    let window = centre_rows(rows.len(), input.n_classes, row_bytes);
+    let shifts = centred_shifts(input, rows.start, rows.end.min(rows.start + window))?;
+    for (c, k) in shifts.iter().enumerate() {
+        if let Some(k) = k {
+            scratch.set_shift(c, k);
+        }
+    }
+    Ok(shifts)
+}
+
 /// The centred shift of class `c`, first seen at `row` (after the chunk's first rows): its first
 /// row moved to the mean of its next `2·√(rows left/15)` rows (at least 16), found within
 /// [`centre_rows`] rows. That many rows keep the guard's margin of [`centre_rows`] whatever
@@ -2494,13 +2520,12 @@ unsafe fn centre_stream_shift<E: Element, L: Label>(
     lay: StreamLayout,
     scratch: &mut BlockScratch,
 ) -> Result<()> {
-    for (j, k) in centred_shift(input, row, end, c)?.into_iter().enumerate() {
+    let k = centred_shift(input, row, end, c)?;
+    for (j, &v) in k.iter().enumerate() {
         // SAFETY: `shift_at(j)` lies inside the class's part of the table (caller's contract).
-        unsafe { *table.add(lay.shift_at(j)) = k };
+        unsafe { *table.add(lay.shift_at(j)) = v };
     }
-    scratch.has_shift[c] = true;
-    scratch.seen[c] = true;
-    scratch.touched.push(c);
+    scratch.set_shift(c, &k);
     Ok(())
 }
 
@@ -2524,21 +2549,14 @@ unsafe fn stream_chunk_body<V: Lanes, E: Element, L: Label>(
     // per row catches both a window to flush and a class seen for the first time.
     let mut window = vec![STREAM_FLUSH_ROWS; n_classes];
     // Shifts of the classes in the chunk's first rows, centred on their means there.
-    let row_bytes = d * std::mem::size_of::<E>();
-    let first_rows = rows
-        .end
-        .min(rows.start + centre_rows(rows.len(), n_classes, row_bytes));
-    for (c, shift) in centred_shifts(input, rows.start, first_rows)?
-        .into_iter()
+    for (c, shift) in centre_chunk_start(input, &rows, scratch)?
+        .iter()
         .enumerate()
     {
         if let Some(k) = shift {
-            for (j, v) in k.into_iter().enumerate() {
+            for (j, &v) in k.iter().enumerate() {
                 table[c * lay.class_stride + lay.shift_at(j)] = v;
             }
-            scratch.has_shift[c] = true;
-            scratch.seen[c] = true;
-            scratch.touched.push(c);
             window[c] = 0;
         }
     }
@@ -2610,10 +2628,8 @@ unsafe fn stream_chunk_body<V: Lanes, E: Element, L: Label>(
             if scratch.has_shift[c] {
                 let t = tab.add(c * lay.class_stride);
                 scratch.weight[c] += f64::from(rest);
+                // (`scratch.shift` already holds the shift: `set_shift`.)
                 flush_stream_class::<V>(t, lay, scratch, c, d);
-                for j in 0..d {
-                    scratch.shift[c * d + j] = *t.add(lay.shift_at(j));
-                }
             }
         }
     }
@@ -2777,22 +2793,14 @@ unsafe fn tiny_chunk_avx512<E: Element, L: Label, const CMAX: usize>(
         let mut lane_sums = vec![0.0f64; CMAX * 4 * LANES];
         let mut count = [0u64; CMAX];
         let mut pending: u32 = (1u32 << n_classes) - 1; // classes without a shift
-        let row_bytes = d * std::mem::size_of::<E>();
-        let first_rows = rows
-            .end
-            .min(rows.start + centre_rows(rows.len(), n_classes, row_bytes));
-        for (c, k) in centred_shifts(input, rows.start, first_rows)?
-            .into_iter()
+        for (c, k) in centre_chunk_start(input, &rows, scratch)?
+            .iter()
             .enumerate()
         {
             if let Some(k) = k {
                 for (l, p) in shift[c].iter_mut().enumerate() {
                     *p = k[l % d];
                 }
-                scratch.shift[c * d..(c + 1) * d].copy_from_slice(&k);
-                scratch.has_shift[c] = true;
-                scratch.seen[c] = true;
-                scratch.touched.push(c);
                 pending &= !(1 << c);
             }
         }
@@ -2875,10 +2883,7 @@ unsafe fn tiny_chunk_avx512<E: Element, L: Label, const CMAX: usize>(
                         for (l, p) in shift[c].iter_mut().enumerate() {
                             *p = k_values[l % d];
                         }
-                        scratch.shift[c * d..(c + 1) * d].copy_from_slice(&k_values);
-                        scratch.has_shift[c] = true;
-                        scratch.seen[c] = true;
-                        scratch.touched.push(c);
+                        scratch.set_shift(c, &k_values);
                         pending &= !(1 << c);
                     }
                 }
