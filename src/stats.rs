@@ -2145,12 +2145,13 @@ unsafe fn centre_shift<E: Element>(
     }
 }
 
-/// Fast path of [`chunk_stats`] for contiguous rows of f32/f64 (ALGORITHMS.md §1, "bucketed
+/// Fast path of [`chunk_stats`] for contiguous rows of f32/f64 that the register-resident and
+/// streamed paths do not take (weighted fits, large class tables; ALGORITHMS.md §1, "bucketed
 /// one-pass"): within each L2-sized block the rows are grouped by class, each class's shifted
-/// sums `S1 = Σ w·t`, `S2 = Σ w·t²` are kept in registers over its rows, and added once per block
-/// to chunk-wide sums. The shift of a class stays fixed for the chunk (its first positive-weight
-/// row), so the chunk sums are plain sums, and the one-pass guard ([`finish_group`]) is applied
-/// once, to the chunk. Error of `m2`: about `u·(rows per class per block / 2 + blocks)·S2`, with
+/// sums `S1 = Σ w·t`, `S2 = Σ w·t²` are kept in registers over its rows, and added to
+/// chunk-wide compensated sums. The shift of a class stays fixed for the chunk (its first
+/// positive-weight row, moved to the mean of its rows in that block by [`centre_shift`]), so
+/// the one-pass guard ([`finish_group`]) is applied once, to the chunk. Error of `m2`: about `u·(rows per class per block / 2 + blocks)·S2`, with
 /// `S2 ≤ 16·m2` by the guard.
 ///
 /// `Ok(None)` when the guard fails (a class whose first row lies more than about 4σ from its mean,
