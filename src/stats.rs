@@ -3,9 +3,9 @@
 //! Algorithm (ALGORITHMS.md §1): every class has a shift `K_c` and the kernels accumulate
 //! `S1 = Σ w·t` and `S2 = Σ w·t²` with `t = x − K_c`. Three fast paths for float32/float64 rows
 //! with contiguous features fix `K_c` for a whole chunk (centred on the class's first rows) and
-//! apply the guard below once per chunk: the register-resident path ([`chunk_tiny`], AVX-512,
-//! d ≤ 4), the streamed path ([`chunk_streamed`], unweighted, small class tables) and the
-//! bucketed path ([`chunk_bucketed`]). A chunk that fails is redone by the block-wise path
+//! apply the guard below once per chunk: the register-resident path (`chunk_tiny`, AVX-512,
+//! d ≤ 4), the streamed path (`chunk_streamed`, unweighted, small class tables) and the
+//! bucketed path (`chunk_bucketed`). A chunk that fails is redone by the block-wise path
 //! described next, where rows are taken in cache-sized blocks and `K_c` is the running mean's
 //! high part (or, for a class new to the chunk, its first positive-weight row).
 //!
