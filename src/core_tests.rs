@@ -3,6 +3,7 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, s};
 
+use crate::element::Label;
 use crate::error::GaussError;
 use crate::labels::encode_labels;
 use crate::score::{MatrixKind, Scorer};
@@ -52,6 +53,22 @@ fn fit(
         n_classes: c,
     };
     class_stats(input, threads, level).expect("valid input")
+}
+
+/// Unweighted single-thread statistics with labels of either type, errors kept.
+fn try_fit<L: Label>(
+    x: ArrayView2<'_, f64>,
+    y: &[L],
+    c: usize,
+    level: SimdLevel,
+) -> crate::error::Result<ClassStats> {
+    let input = FitInput {
+        x,
+        labels: ArrayView1::from(y),
+        weights: None,
+        n_classes: c,
+    };
+    class_stats(input, 1, level)
 }
 
 fn rel(a: f64, b: f64) -> f64 {
@@ -550,16 +567,9 @@ fn streamed_fit_reports_the_first_bad_label_and_nan() {
     for level in available_levels() {
         for (bad_row, label) in [(5usize, -1i64), (1_500, 3), (1_999, i64::MIN)] {
             let mut labels = y.clone();
-            labels[bad_row] = label;
             labels[bad_row.max(1_900)..].iter_mut().for_each(|l| *l = 7);
             labels[bad_row] = label;
-            let input = FitInput {
-                x: x.view(),
-                labels: ArrayView1::from(&labels[..]),
-                weights: None,
-                n_classes: c,
-            };
-            match class_stats(input, 1, level) {
+            match try_fit(x.view(), &labels, c, level) {
                 Err(GaussError::LabelOutOfRange { row, label: l, .. }) => {
                     assert_eq!((row, l), (bad_row, label), "{level:?}");
                 }
@@ -569,13 +579,7 @@ fn streamed_fit_reports_the_first_bad_label_and_nan() {
         let mut with_nan = x.clone();
         with_nan[[1_200, 3]] = f64::NAN;
         with_nan[[1_700, 0]] = f64::INFINITY;
-        let input = FitInput {
-            x: with_nan.view(),
-            labels: ArrayView1::from(&y[..]),
-            weights: None,
-            n_classes: c,
-        };
-        match class_stats(input, 1, level) {
+        match try_fit(with_nan.view(), &y, c, level) {
             Err(GaussError::NonFinite {
                 row: 1_200, col: 3, ..
             }) => {}
@@ -600,28 +604,8 @@ fn int32_labels_match_int64_and_report_their_row() {
         let y64: Vec<i64> = (0..n).map(|_| (rng.next_u64() % c as u64) as i64).collect();
         let y32: Vec<i32> = y64.iter().map(|&v| v as i32).collect();
         for level in available_levels() {
-            let wide = class_stats(
-                FitInput {
-                    x: x.view(),
-                    labels: ArrayView1::from(&y64[..]),
-                    weights: None,
-                    n_classes: c,
-                },
-                1,
-                level,
-            )
-            .unwrap();
-            let narrow = class_stats(
-                FitInput {
-                    x: x.view(),
-                    labels: ArrayView1::from(&y32[..]),
-                    weights: None,
-                    n_classes: c,
-                },
-                1,
-                level,
-            )
-            .unwrap();
+            let wide = try_fit(x.view(), &y64, c, level).unwrap();
+            let narrow = try_fit(x.view(), &y32, c, level).unwrap();
             assert_eq!(wide.classes.mean, narrow.classes.mean, "{level:?} d={d}");
             assert_eq!(wide.classes.m2, narrow.classes.m2, "{level:?} d={d}");
             assert_eq!(
@@ -631,16 +615,7 @@ fn int32_labels_match_int64_and_report_their_row() {
             let mut bad = y32.clone();
             bad[n - 2] = c as i32;
             bad[n - 1] = -1;
-            let err = class_stats(
-                FitInput {
-                    x: x.view(),
-                    labels: ArrayView1::from(&bad[..]),
-                    weights: None,
-                    n_classes: c,
-                },
-                1,
-                level,
-            );
+            let err = try_fit(x.view(), &bad, c, level);
             match err {
                 Err(GaussError::LabelOutOfRange { row, label, .. }) => {
                     assert_eq!((row, label), (n - 2, c as i64), "{level:?} d={d}");
@@ -671,14 +646,8 @@ fn an_outlying_first_row_keeps_the_fast_path_accuracy() {
         ints[7 * d..8 * d].fill(-30_000_000); // class 1's first row
         let x = Array2::from_shape_vec((n, d), ints.iter().map(|&v| v as f64).collect()).unwrap();
         for level in available_levels() {
-            let input = FitInput {
-                x: x.view(),
-                labels: ArrayView1::from(&y[..]),
-                weights: None,
-                n_classes: 2,
-            };
             GUARD_FALLBACKS.with(|count| count.set(0));
-            let stats = class_stats(input, 1, level).unwrap();
+            let stats = try_fit(x.view(), &y, 2, level).unwrap();
             let fallbacks = GUARD_FALLBACKS.with(std::cell::Cell::get);
             assert_eq!(
                 fallbacks, 0,

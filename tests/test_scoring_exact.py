@@ -576,17 +576,24 @@ def test_h2_ordinary_rows_posteriors_and_simd_levels_agree() -> None:
     assert_posteriors_relatively_exact(x, mean, var, lp)
 
 
+def high_dimensional_rows(
+    rng: np.random.Generator, n_classes: int, n_rows: int, d: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A unit-scale model of ``d`` features and ``n_rows`` rows drawn around its classes."""
+    mean = rng.normal(size=(n_classes, d))
+    var = rng.uniform(0.5, 2.0, size=(n_classes, d))
+    lp = np.log(rng.dirichlet(np.ones(n_classes)))
+    x = mean[rng.integers(0, n_classes, n_rows)] + rng.normal(size=(n_rows, d))
+    return mean, var, lp, x
+
+
 def test_high_dimensional_posteriors_are_relatively_exact() -> None:
     # d = 300: |jll| ~ 1e3, so the fast path's error estimate (~sqrt(d) u |jll|) misses the
     # tolerance for every ordinary row and the compensated (TwoSum) tier recomputes them
     # (checked by instrumenting the build: 14 of the 16 rows per call). Two far rows
     # (|jll| ~ 1e9, every loser's p underflows) ride along.
-    rng = np.random.default_rng(21)
     d = 300
-    mean = rng.normal(size=(5, d))
-    var = rng.uniform(0.5, 2.0, size=(5, d))
-    lp = np.log(rng.dirichlet(np.ones(5)))
-    x = mean[rng.integers(0, 5, 14)] + rng.normal(size=(14, d))
+    mean, var, lp, x = high_dimensional_rows(np.random.default_rng(21), 5, 14, d)
     x = np.vstack([x, np.full((1, d), 3e3), np.full((1, d), -2e3)])
     assert_posteriors_relatively_exact(x, mean, var, lp)
 
@@ -594,12 +601,8 @@ def test_high_dimensional_posteriors_are_relatively_exact() -> None:
 def test_high_dimensional_float32_posteriors_within_one_float32_ulp() -> None:
     # float32 output: the posterior tolerance is 2**-30 relative (not 5e-13), so these rows
     # stay on the fast path, and the result must still be within one float32 ulp of exact.
-    rng = np.random.default_rng(22)
-    d = 300
-    mean = rng.normal(size=(4, d))
-    var = rng.uniform(0.5, 2.0, size=(4, d))
-    lp = np.log(rng.dirichlet(np.ones(4)))
-    x = (mean[rng.integers(0, 4, 12)] + rng.normal(size=(12, d))).astype(np.float32)
+    mean, var, lp, x64 = high_dimensional_rows(np.random.default_rng(22), 4, 12, 300)
+    x = x64.astype(np.float32)
     exact = decimal_log_proba(x, mean, var, lp)
     exact_lp = np.array([[float(v) for v in row] for row in exact])
     exact_p = np.array([[float(v.exp()) for v in row] for row in exact])
