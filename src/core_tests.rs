@@ -340,6 +340,68 @@ fn scoring_matches_the_direct_formula_on_every_level() {
 }
 
 #[test]
+fn narrow_rows_and_few_classes_score_alike_on_every_level_and_dtype() {
+    // d ≤ 4 and C ≤ 4 take the regrouping pack and write on AVX-512: every row count around
+    // the 8-row vectors and 32-row tiles, float32 input (widened exactly, so it must score
+    // bit for bit like its float64 copy), and the FMA levels bit for bit alike (same order).
+    let mut rng = SplitMix(41);
+    for d in 1..=6 {
+        for c in 1..=6 {
+            let mean = Array2::from_shape_fn((c, d), |_| 3.0 * rng.unit());
+            let var = Array2::from_shape_fn((c, d), |_| 0.5 + rng.unit().abs());
+            let log_prior: Vec<f64> = (0..c).map(|k| -((k + 2) as f64).ln()).collect();
+            let scorer =
+                Scorer::new(mean.view(), var.view(), ArrayView1::from(&log_prior[..])).unwrap();
+            for n in [1, 7, 8, 9, 31, 32, 33, 71] {
+                let x32 = Array2::from_shape_fn((n, d), |_| (4.0 * rng.unit()) as f32);
+                let x64 = x32.mapv(f64::from);
+                let mut fma_result: Option<Array2<f64>> = None;
+                for level in available_levels() {
+                    for kind in [MatrixKind::JointLogLikelihood, MatrixKind::Proba] {
+                        let mut out64 = Array2::<f64>::zeros((n, c));
+                        let mut out32 = Array2::<f64>::zeros((n, c));
+                        scorer
+                            .score_into(x64.view(), out64.view_mut(), kind, 1, level)
+                            .unwrap();
+                        scorer
+                            .score_into(x32.view(), out32.view_mut(), kind, 1, level)
+                            .unwrap();
+                        assert_eq!(out64, out32, "{level:?} {kind:?} n={n} d={d} c={c}");
+                        if kind == MatrixKind::Proba {
+                            for row in out64.rows() {
+                                assert!((row.sum() - 1.0).abs() < 1e-12);
+                            }
+                            continue;
+                        }
+                        for i in 0..n {
+                            let reference = reference_jll(
+                                x64.row(i).as_slice().unwrap(),
+                                &mean,
+                                &var,
+                                &log_prior,
+                            );
+                            for k in 0..c {
+                                let scale = reference[k].abs().max(1.0);
+                                assert!(
+                                    (out64[[i, k]] - reference[k]).abs() <= 1e-14 * scale,
+                                    "{level:?} n={n} d={d} c={c} row {i} class {k}"
+                                );
+                            }
+                        }
+                        if level != SimdLevel::Scalar {
+                            match &fma_result {
+                                Some(previous) => assert_eq!(previous, &out64, "{level:?}"),
+                                None => fma_result = Some(out64),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn proba_stays_finite_when_every_likelihood_is_tiny() {
     // jll ≈ −1e300 for every class: the max shift keeps exp() in range.
     let mean = Array2::from_shape_vec((2, 1), vec![0.0, 1.0]).unwrap();

@@ -27,7 +27,9 @@ use crate::element::Element;
 use crate::error::{GaussError, Result};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2Lanes, Avx512Lanes};
-use crate::simd::{Lanes, ScalarLanes, SimdLevel, exp_nonpositive, prefetch_l2, transpose_block};
+use crate::simd::{
+    Lanes, ScalarLanes, SimdLevel, exp_nonpositive, load_widened, prefetch_l2, transpose_block,
+};
 use crate::simd_dispatch;
 use crate::threads::run_in_pool;
 
@@ -845,6 +847,19 @@ fn write_rows<L: Lanes, T: Element, const R: usize>(
 ) {
     let c = n_classes;
     staged.resize(R * c, 0.0);
+    if L::REGROUP && c <= 4 {
+        // SAFETY: `scores` holds c ≤ padded rows of R and `staged` R·c values; REGROUP.
+        unsafe {
+            match c {
+                1 => rows_from_columns::<L, R, 1>(scores.as_ptr(), staged.as_mut_ptr()),
+                2 => rows_from_columns::<L, R, 2>(scores.as_ptr(), staged.as_mut_ptr()),
+                3 => rows_from_columns::<L, R, 3>(scores.as_ptr(), staged.as_mut_ptr()),
+                _ => rows_from_columns::<L, R, 4>(scores.as_ptr(), staged.as_mut_ptr()),
+            }
+        }
+        copy_rows(out, row0, valid, c, staged);
+        return;
+    }
     let full_c = c - c % L::LANES;
     debug_assert!(scores.len() >= full_c.div_ceil(CLASS_BLOCK) * CLASS_BLOCK * R);
     // SAFETY: every block lies inside `scores` (classes < full_c ≤ padded, rows < R) and
@@ -862,6 +877,18 @@ fn write_rows<L: Lanes, T: Element, const R: usize>(
             staged[r * c + k] = v;
         }
     }
+    copy_rows(out, row0, valid, c, staged);
+}
+
+/// The tile's `[r][c]` rows from `staged` into rows `row0..row0 + valid` of `out`.
+#[inline(always)]
+fn copy_rows<T: Element>(
+    out: &mut ArrayViewMut2<'_, T>,
+    row0: usize,
+    valid: usize,
+    c: usize,
+    staged: &[f64],
+) {
     let src = &staged[..valid * c];
     if let Some(dst) = out.as_slice_mut() {
         let dst = &mut dst[row0 * c..(row0 + valid) * c];
@@ -874,6 +901,27 @@ fn write_rows<L: Lanes, T: Element, const R: usize>(
             row.iter_mut()
                 .zip(s)
                 .for_each(|(o, s)| *o = T::from_f64(*s));
+        }
+    }
+}
+
+/// The tile's `[N][R]` scores as `[R][N]` rows into `staged`, `LANES` rows at a time (the
+/// narrow counterpart of the block transpose in [`write_rows`]).
+///
+/// # Safety
+/// `L::REGROUP`; `scores` holds `N · R` values and `staged` `R · N`; the CPU supports `L`.
+#[inline(always)]
+unsafe fn rows_from_columns<L: Lanes, const R: usize, const N: usize>(
+    scores: *const f64,
+    staged: *mut f64,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        for rb in (0..R).step_by(L::LANES) {
+            let columns: [L::V; N] = std::array::from_fn(|k| L::load(scores.add(k * R + rb)));
+            for (m, run) in L::regroup::<N, false>(columns).into_iter().enumerate() {
+                L::store(staged.add(rb * N + m * L::LANES), run);
+            }
         }
     }
 }
@@ -1038,22 +1086,33 @@ fn pack_tile<E: Element, L: Lanes, const R: usize>(
         // C order: one contiguous run of rows, transposed into the tile in LANES × LANES
         // register blocks (a scalar transpose would be vectorised into slow scatters).
         let rows = &src[row0 * d..(row0 + valid) * d];
-        let (full_rows, full_cols) = (valid - valid % L::LANES, d - d % L::LANES);
+        let full_rows = valid - valid % L::LANES;
+        let narrow = L::REGROUP && d <= 4;
+        // Narrow rows are regrouped whole below; wider ones in LANES × LANES blocks.
+        let full_cols = if narrow { d } else { d - d % L::LANES };
         // SAFETY: every block lies inside `rows` (rows < valid, columns < d) and inside
         // `packed` (columns < d, rows < R); the CPU supports `L`.
         unsafe {
             let (sp, pp) = (rows.as_ptr(), packed.as_mut_ptr());
-            for rb in (0..full_rows).step_by(L::LANES) {
-                for jb in (0..full_cols).step_by(L::LANES) {
-                    transpose_block::<L, E>(sp.add(rb * d + jb), d, pp.add(jb * R + rb), R);
+            match d {
+                1 if narrow => pack_narrow::<E, L, R, 1>(sp, full_rows, pp),
+                2 if narrow => pack_narrow::<E, L, R, 2>(sp, full_rows, pp),
+                3 if narrow => pack_narrow::<E, L, R, 3>(sp, full_rows, pp),
+                4 if narrow => pack_narrow::<E, L, R, 4>(sp, full_rows, pp),
+                _ => {
+                    for rb in (0..full_rows).step_by(L::LANES) {
+                        for jb in (0..full_cols).step_by(L::LANES) {
+                            let block = sp.add(rb * d + jb);
+                            transpose_block::<L, E>(block, d, pp.add(jb * R + rb), R);
+                        }
+                    }
                 }
             }
         }
-        for (r, row) in rows.chunks_exact(d).enumerate() {
+        // What the blocks left: the column tail of the full rows, then the last rows whole.
+        let first = if full_cols == d { full_rows } else { 0 };
+        for (r, row) in rows.chunks_exact(d).enumerate().skip(first) {
             let cols = if r < full_rows { full_cols } else { 0 };
-            if cols == d {
-                continue;
-            }
             for (p, &v) in packed[cols * R + r..]
                 .iter_mut()
                 .step_by(R)
@@ -1084,6 +1143,31 @@ fn pack_tile<E: Element, L: Lanes, const R: usize>(
     unsafe { all_finite::<L, R>(&packed[..d * R]) }
 }
 
+/// The C-order rows `0..full_rows` of `N` features each at `src` into `packed` (`[N][R]`),
+/// `LANES` rows at a time: `N` contiguous vectors regrouped into one vector per feature.
+///
+/// # Safety
+/// `L::REGROUP`; `src` holds `full_rows · N` values (`full_rows` a multiple of `LANES`, at
+/// most `R`) and `packed` `N · R`; the CPU supports `L`.
+#[inline(always)]
+unsafe fn pack_narrow<E: Element, L: Lanes, const R: usize, const N: usize>(
+    src: *const E,
+    full_rows: usize,
+    packed: *mut f64,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        for rb in (0..full_rows).step_by(L::LANES) {
+            let run = src.add(rb * N);
+            let rows: [L::V; N] =
+                std::array::from_fn(|k| load_widened::<L, E>(run.add(k * L::LANES)));
+            for (j, column) in L::regroup::<N, true>(rows).into_iter().enumerate() {
+                L::store(packed.add(j * R + rb), column);
+            }
+        }
+    }
+}
+
 /// True when every value is finite: v·0 is ±0 for finite v and NaN for NaN/±inf, so the
 /// lane-wise sums stay zero exactly when all values are finite.
 #[inline(always)]
@@ -1102,13 +1186,14 @@ unsafe fn all_finite<L: Lanes, const R: usize>(packed: &[f64]) -> bool {
             at += L::LANES;
         }
     }
-    let mut lanes = vec![0.0f64; 4 * L::LANES];
-    for (k, a) in acc.iter().enumerate() {
-        // SAFETY: `lanes` holds 4·LANES values.
-        unsafe { L::store(lanes.as_mut_ptr().add(k * L::LANES), *a) };
+    let mut lanes = [0.0f64; 8];
+    // SAFETY: `lanes` holds 8 ≥ LANES values; register arithmetic.
+    unsafe {
+        let total = L::add(L::add(acc[0], acc[1]), L::add(acc[2], acc[3]));
+        L::store(lanes.as_mut_ptr(), total);
     }
     let tail: f64 = packed[at..].iter().map(|v| v * 0.0).sum();
-    lanes.iter().sum::<f64>() + tail == 0.0
+    lanes[..L::LANES].iter().sum::<f64>() + tail == 0.0
 }
 
 fn locate_non_finite<E: Element>(

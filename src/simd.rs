@@ -222,6 +222,45 @@ pub trait Lanes: Copy + Send + Sync + 'static {
     unsafe fn load_f32(p: *const f32) -> Self::V;
     /// Transpose the `LANES × LANES` block held in `v[..LANES]` (row `i` becomes column `i`).
     unsafe fn transpose(v: &mut [Self::V]);
+    /// Whether [`Lanes::regroup`] is implemented (it needs a two-source cross-lane permute,
+    /// which only the AVX-512 level has; callers check this constant first).
+    const REGROUP: bool = false;
+    /// Transpose between `LANES` rows of `N ≤ 4` values stored row after row (`N` vectors,
+    /// value `e` of the run in lane `e % LANES` of vector `e / LANES`) and `N` columns (vector
+    /// `k` holds value `k` of every row): `TO_COLUMNS` goes from the first to the second, else
+    /// back. The narrow-row counterpart of [`Lanes::transpose`], for few features or classes.
+    unsafe fn regroup<const N: usize, const TO_COLUMNS: bool>(v: [Self::V; N]) -> [Self::V; N] {
+        let _ = v;
+        unreachable!("regroup is only called where Lanes::REGROUP is true")
+    }
+}
+
+/// For [`Lanes::regroup`] at 8 lanes: per output vector, the `vpermt2pd` index of each lane
+/// into source vectors `(0, 1)` (or `(2, 3)`, the same index) and the mask of lanes taken from
+/// vectors 2 or 3.
+const fn regroup_plan<const N: usize, const TO_COLUMNS: bool>() -> [([i64; 8], u8); N] {
+    let mut plan = [([0i64; 8], 0u8); N];
+    let mut m = 0;
+    while m < N {
+        let mut lane = 0;
+        while lane < 8 {
+            // Flat position in the row-after-row run of the value this output lane holds.
+            let (vector, source_lane) = if TO_COLUMNS {
+                let e = lane * N + m; // row `lane`, column `m`
+                (e / 8, e % 8)
+            } else {
+                let e = m * 8 + lane; // row e / N, column e % N (vector = column)
+                (e % N, e / N)
+            };
+            plan[m].0[lane] = (source_lane + 8 * (vector % 2)) as i64;
+            if vector >= 2 {
+                plan[m].1 |= 1 << lane;
+            }
+            lane += 1;
+        }
+        m += 1;
+    }
+    plan
 }
 
 /// Portable level: one f64 per "vector", no FMA.
@@ -403,6 +442,27 @@ impl Lanes for Avx512Lanes {
                 v[i] = lanes::<0x88>(u[i], u[i + 4]);
                 v[i + 4] = lanes::<0xdd>(u[i], u[i + 4]);
             }
+        }
+    }
+    const REGROUP: bool = true;
+    #[inline(always)]
+    unsafe fn regroup<const N: usize, const TO_COLUMNS: bool>(v: [Self::V; N]) -> [Self::V; N] {
+        use std::arch::x86_64::{_mm512_loadu_epi64, _mm512_mask_blend_pd, _mm512_permutex2var_pd};
+        const { assert!(N >= 1 && N <= 4) };
+        let plan = const { regroup_plan::<N, TO_COLUMNS>() };
+        // SAFETY: register permutes; the index arrays hold 8 values.
+        unsafe {
+            std::array::from_fn(|m| {
+                let (index, high) = &plan[m];
+                let idx = _mm512_loadu_epi64(index.as_ptr());
+                let low = _mm512_permutex2var_pd(v[0], idx, v[1 % N]);
+                if N <= 2 {
+                    low
+                } else {
+                    let upper = _mm512_permutex2var_pd(v[2 % N], idx, v[(N - 1).min(3)]);
+                    _mm512_mask_blend_pd(*high, low, upper)
+                }
+            })
         }
     }
 }
