@@ -732,3 +732,38 @@ fn an_outlying_first_row_keeps_the_fast_path_accuracy() {
         }
     }
 }
+
+/// Distance in units in the last place between two non-negative finite floats.
+fn ulps_apart(a: f64, b: f64) -> u64 {
+    a.to_bits().abs_diff(b.to_bits())
+}
+
+#[test]
+fn exp_nonpositive_is_within_one_ulp_of_libm() {
+    use crate::simd::exp_nonpositive;
+    // A dense sweep of [−746, 0] (normal and subnormal results, and the underflow edge),
+    // plus the special points.
+    let mut worst = [0u64; 2];
+    let steps = 2_000_000;
+    let sweep = (0..=steps).map(|i| -746.0 * i as f64 / steps as f64);
+    let special = [
+        0.0, -0.0, -1e-300, -5e-324, -1e-17, -0.5, -708.39, -708.4, -745.13, -745.2,
+    ];
+    for x in sweep.chain(special) {
+        let reference = x.exp();
+        for (k, value) in [exp_nonpositive::<true>(x), exp_nonpositive::<false>(x)]
+            .into_iter()
+            .enumerate()
+        {
+            let apart = if reference == 0.0 && value == 0.0 {
+                0
+            } else {
+                ulps_apart(value, reference)
+            };
+            worst[k] = worst[k].max(apart);
+        }
+    }
+    assert_eq!(exp_nonpositive::<true>(f64::NEG_INFINITY), 0.0);
+    assert_eq!(exp_nonpositive::<false>(f64::NEG_INFINITY), 0.0);
+    assert!(worst[0] <= 1 && worst[1] <= 1, "{worst:?} ulp");
+}
