@@ -767,3 +767,33 @@ fn exp_nonpositive_is_within_one_ulp_of_libm() {
     assert_eq!(exp_nonpositive::<false>(f64::NEG_INFINITY), 0.0);
     assert!(worst[0] <= 1 && worst[1] <= 1, "{worst:?} ulp");
 }
+
+#[test]
+fn ln_1p_nonnegative_is_within_one_ulp_of_libm() {
+    use crate::simd::ln_1p_nonnegative;
+    let mut worst = [0u64; 2];
+    let steps = 1_000_000;
+    let sweep = (0..=steps).map(|i| 1e3 * (i as f64 / steps as f64).powi(3));
+    let tiny = (0..2000).map(|i| 10f64.powf(-320.0 + 0.16 * i as f64));
+    let special = [
+        0.0,
+        5e-324,
+        1.1e-16,
+        2.2e-16,
+        0.41421356237309503,
+        1.0,
+        9.0,
+        f64::MAX,
+    ];
+    for a in sweep.chain(tiny).chain(special) {
+        let reference = a.ln_1p();
+        for (k, value) in [ln_1p_nonnegative::<true>(a), ln_1p_nonnegative::<false>(a)]
+            .into_iter()
+            .enumerate()
+        {
+            worst[k] = worst[k].max(ulps_apart(value, reference));
+        }
+    }
+    assert_eq!(ln_1p_nonnegative::<true>(f64::INFINITY), f64::INFINITY);
+    assert!(worst[0] <= 1 && worst[1] <= 1, "{worst:?} ulp");
+}

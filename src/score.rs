@@ -28,7 +28,8 @@ use crate::error::{GaussError, Result};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2Lanes, Avx512Lanes};
 use crate::simd::{
-    Lanes, ScalarLanes, SimdLevel, exp_nonpositive, load_widened, prefetch_l2, transpose_block,
+    Lanes, ScalarLanes, SimdLevel, exp_nonpositive, ln_1p_nonnegative, load_widened, prefetch_l2,
+    transpose_block,
 };
 use crate::simd_dispatch;
 use crate::threads::run_in_pool;
@@ -610,34 +611,52 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                 }
             }
         }
-        let mut factor = [0.0f64; R];
+        // 1/(1 + rest) (proba's factor), log1p(rest) (log-proba's shift) and the row constant Z.
+        let mut inv = [0.0f64; R];
+        let mut log1p_rest = [0.0f64; R];
         let mut z = [0.0f64; R];
         for r in 0..R {
-            factor[r] = 1.0 / (1.0 + rest[r]);
+            inv[r] = 1.0 / (1.0 + rest[r]);
             z[r] = fma::<L>(-2.0 * gamma, max[r], p_win[r]);
+            if !PROBA {
+                // (jll − max) − log1p(rest): the winner gets −log1p(rest) at full relative
+                // accuracy, and max + log Σ would round log Σ away when |max| ≈ 1e300.
+                log1p_rest[r] = if L::FMA {
+                    ln_1p_nonnegative::<true>(rest[r])
+                } else {
+                    ln_1p_nonnegative::<false>(rest[r])
+                };
+            }
+        }
+        // Which rows miss the tolerance: branch-free over the tile, so it vectorises; the bit
+        // mask is built only when some row needs the slower tiers.
+        let mut bad = [false; R];
+        let mut any_bad = false;
+        for r in 0..R {
+            // Ew: the error that log1p(rest) (or the division by 1 + rest) passes on.
+            let ew = fma::<L>(rest[r], z[r], weighted_err[r]) * inv[r];
+            let miss = if PROBA {
+                worst[r] + z[r] + ew > rtol
+            } else {
+                (worst[r] + z[r] + ew > 0.0) | (ew > rtol * log1p_rest[r])
+            };
+            bad[r] = miss & (r < valid);
+            any_bad |= bad[r];
         }
         const { assert!(R <= 64) };
         let mut redo = 0u64;
-        for r in 0..valid {
-            // Ew: the error that log1p(rest) passes on to every class.
-            let ew = fma::<L>(rest[r], z[r], weighted_err[r]) * factor[r];
-            let bad = if PROBA {
-                worst[r] + z[r] + ew > rtol
-            } else {
-                // (jll − max) − log1p(rest): the winner gets −log1p(rest) at full relative
-                // accuracy, and max + log Σ would round log Σ away when |max| ≈ 1e300.
-                factor[r] = rest[r].ln_1p();
-                worst[r] + z[r] + ew > 0.0 || ew > rtol * factor[r]
-            };
-            redo |= u64::from(bad) << r;
+        if any_bad {
+            for (r, &b) in bad.iter().enumerate() {
+                redo |= u64::from(b) << r;
+            }
         }
         for c in 0..n_classes {
             let s = lane_row_mut::<R>(scores, c);
             for r in 0..R {
                 s[r] = if PROBA {
-                    s[r] * factor[r]
+                    s[r] * inv[r]
                 } else {
-                    s[r] - factor[r]
+                    s[r] - log1p_rest[r]
                 };
             }
         }
