@@ -402,6 +402,63 @@ fn narrow_rows_and_few_classes_score_alike_on_every_level_and_dtype() {
 }
 
 #[test]
+fn non_finite_rows_are_found_from_the_sums_and_huge_rows_still_score() {
+    // The kernel's quadratic sums flag a tile; the tile is then checked value by value. A
+    // huge finite row overflows its sums too, and must still score −inf without an error.
+    let mut rng = SplitMix(5);
+    for d in [1usize, 2, 5, 33] {
+        let c = 3;
+        let mean = Array2::from_shape_fn((c, d), |_| rng.unit());
+        let var = Array2::from_shape_fn((c, d), |_| 1.0 + rng.unit().abs());
+        let log_prior = vec![-(c as f64).ln(); c];
+        let scorer =
+            Scorer::new(mean.view(), var.view(), ArrayView1::from(&log_prior[..])).unwrap();
+        for level in available_levels() {
+            for (row, col, bad) in [
+                (0, 0, f64::NAN),
+                (37, d - 1, f64::INFINITY),
+                (69, d / 2, f64::NEG_INFINITY),
+            ] {
+                let mut x = Array2::from_shape_fn((70, d), |_| rng.unit());
+                x[[40, 0]] = 1e300; // overflows (x − μ)² in the same run of tiles
+                x[[row, col]] = bad;
+                let mut out = Array2::<f64>::zeros((70, c));
+                let err = scorer
+                    .score_into(
+                        x.view(),
+                        out.view_mut(),
+                        MatrixKind::JointLogLikelihood,
+                        1,
+                        level,
+                    )
+                    .unwrap_err();
+                assert!(
+                    matches!(err, GaussError::NonFinite { row: r, col: k, .. } if r == row && k == col),
+                    "{level:?} d={d}: {err:?}"
+                );
+            }
+            let mut x = Array2::from_shape_fn((70, d), |_| rng.unit());
+            x[[40, 0]] = 1e300;
+            let mut out = Array2::<f64>::zeros((70, c));
+            scorer
+                .score_into(
+                    x.view(),
+                    out.view_mut(),
+                    MatrixKind::JointLogLikelihood,
+                    1,
+                    level,
+                )
+                .unwrap();
+            assert!(
+                out.row(40).iter().all(|&v| v == f64::NEG_INFINITY),
+                "{level:?}"
+            );
+            assert!(out.row(39).iter().all(|v| v.is_finite()), "{level:?}");
+        }
+    }
+}
+
+#[test]
 fn proba_stays_finite_when_every_likelihood_is_tiny() {
     // jll ≈ −1e300 for every class: the max shift keeps exp() in range.
     let mean = Array2::from_shape_vec((2, 1), vec![0.0, 1.0]).unwrap();

@@ -1055,9 +1055,7 @@ fn tiles<E: Element, S: TileSink, L: Lanes, const RV: usize, const R: usize>(
     let mut row0 = 0;
     while row0 < n {
         let valid = R.min(n - row0);
-        if !pack_tile::<E, L, R>(x, row0, valid, &mut packed) {
-            return Err(locate_non_finite(x, row0, valid, row_offset));
-        }
+        pack_tile::<E, L, R>(x, row0, valid, &mut packed);
         // The rows `ahead_tiles` tiles ahead stream in from memory while this one is
         // scored (the hardware prefetcher alone leaves most of that latency exposed); the
         // kernel issues one prefetch per (class block, feature) step, spread over its work.
@@ -1075,7 +1073,15 @@ fn tiles<E: Element, S: TileSink, L: Lanes, const RV: usize, const R: usize>(
         }
         // SAFETY: `packed` holds d·R values, `scores` padded·R, and the parameter blocks
         // padded·d (checked by `Scorer::new`); the CPU supports `L` (dispatch checked it).
-        let issued = unsafe { tile_kernel::<L, RV, R>(scorer, &packed, &mut scores, pf) };
+        let (issued, sums_finite) =
+            unsafe { tile_kernel::<L, RV, R>(scorer, &packed, &mut scores, pf) };
+        // A NaN or infinite value in a row makes that row's quadratic sums NaN or +inf, so
+        // finite sums clear the tile; otherwise the tile itself is checked (the sums may also
+        // overflow for huge finite values, which then score −inf as before).
+        // SAFETY: `packed` holds d·R values and the CPU supports `L`.
+        if !sums_finite && !unsafe { all_finite::<L, R>(&packed[..d * R]) } {
+            return Err(locate_non_finite(x, row0, valid, row_offset));
+        }
         for line in issued..pf.lines() {
             pf.issue(line);
         }
@@ -1086,17 +1092,17 @@ fn tiles<E: Element, S: TileSink, L: Lanes, const RV: usize, const R: usize>(
 }
 
 /// Copy rows `row0..row0+valid` of `x` into `packed` as `[d][R]` f64 (rows beyond `valid` are
-/// zero). Returns false if any value is NaN or infinite.
+/// zero). Finiteness is checked later, from the kernel's sums (see [`tiles`]).
 #[inline(always)]
 fn pack_tile<E: Element, L: Lanes, const R: usize>(
     x: ArrayView2<'_, E>,
     row0: usize,
     valid: usize,
     packed: &mut [f64],
-) -> bool {
+) {
     let d = x.ncols();
     if d == 0 {
-        return true;
+        return;
     }
     if valid < R {
         packed.fill(0.0);
@@ -1158,8 +1164,6 @@ fn pack_tile<E: Element, L: Lanes, const R: usize>(
             }
         }
     }
-    // SAFETY: `packed` holds d·R values and the CPU supports `L`.
-    unsafe { all_finite::<L, R>(&packed[..d * R]) }
 }
 
 /// The C-order rows `0..full_rows` of `N` features each at `src` into `packed` (`[N][R]`),
@@ -1213,8 +1217,13 @@ unsafe fn all_finite<L: Lanes, const R: usize>(packed: &[f64]) -> bool {
     }
     // Independent compares, not a chain of horizontal adds (which cost a tenth of the tile
     // at d = 2).
-    let tail_ok = packed[at..].iter().fold(true, |ok, v| ok & (v * 0.0 == 0.0));
-    tail_ok & lanes[..L::LANES].iter().fold(true, |ok, &v| ok & (v == 0.0))
+    let tail_ok = packed[at..]
+        .iter()
+        .fold(true, |ok, v| ok & (v * 0.0 == 0.0));
+    tail_ok
+        & lanes[..L::LANES]
+            .iter()
+            .fold(true, |ok, &v| ok & (v == 0.0))
 }
 
 fn locate_non_finite<E: Element>(
@@ -1247,7 +1256,8 @@ fn locate_non_finite<E: Element>(
 /// The register-blocked micro-kernel: `scores[c][r] = k_c − Σ_j (x[j][r] − μ[c][j])² h[c][j]`
 /// for every class `c` and tile row `r`, summed over `j` in order (so every level and
 /// every tile position gives the same sum up to FMA rounding). `CLASS_BLOCK × RV` vector
-/// accumulators stay in registers; each parameter is broadcast once per `R` rows.
+/// accumulators stay in registers; each parameter is broadcast once per `R` rows. Returns
+/// the number of prefetch slots it issued and whether every quadratic sum is finite.
 ///
 /// # Safety
 /// `packed` holds `d·R` values, `scores` `padded·R`, the CPU supports `L`.
@@ -1257,7 +1267,7 @@ unsafe fn tile_kernel<L: Lanes, const RV: usize, const R: usize>(
     packed: &[f64],
     scores: &mut [f64],
     pf: Prefetch,
-) -> usize {
+) -> (usize, bool) {
     const K: usize = CLASS_BLOCK;
     debug_assert!(
         packed.len() >= scorer.n_features * R && scores.len() >= scorer.log_norm.len() * R
@@ -1267,23 +1277,30 @@ unsafe fn tile_kernel<L: Lanes, const RV: usize, const R: usize>(
     // SAFETY (whole body): all offsets stay inside the buffers described above.
     let full = scorer.n_classes / K;
     // SAFETY: see the function's contract.
-    unsafe {
+    let finite = unsafe {
+        let mut check = L::splat(0.0);
         for b in 0..full {
-            class_block::<L, RV, R, K>(scorer, b, xp, sp, pf);
+            check = L::add(check, class_block::<L, RV, R, K>(scorer, b, xp, sp, pf));
         }
         // The last, partial block computes only its real classes (padding would cost up to
         // 3/4 of the work for C = 1, and 1/6 for C = 10).
-        match scorer.n_classes % K {
+        let last = match scorer.n_classes % K {
             1 => class_block::<L, RV, R, 1>(scorer, full, xp, sp, pf),
             2 => class_block::<L, RV, R, 2>(scorer, full, xp, sp, pf),
             3 => class_block::<L, RV, R, 3>(scorer, full, xp, sp, pf),
-            _ => {}
-        }
-    }
-    scorer.n_classes.div_ceil(K) * scorer.n_features
+            _ => L::splat(0.0),
+        };
+        let mut lanes = [0.0f64; 8];
+        L::store(lanes.as_mut_ptr(), L::add(check, last));
+        lanes[..L::LANES]
+            .iter()
+            .fold(true, |ok, &v| ok & (v == 0.0))
+    };
+    (scorer.n_classes.div_ceil(K) * scorer.n_features, finite)
 }
 
-/// The first `KB` classes of parameter block `b` for one tile (see [`tile_kernel`]).
+/// The first `KB` classes of parameter block `b` for one tile (see [`tile_kernel`]). Returns
+/// the lane sums of `a − a` over the quadratic sums `a`: zero exactly when all are finite.
 ///
 /// # Safety
 /// As for [`tile_kernel`]; `b` is a block of the scorer.
@@ -1294,7 +1311,7 @@ unsafe fn class_block<L: Lanes, const RV: usize, const R: usize, const KB: usize
     xp: *const f64,
     sp: *mut f64,
     pf: Prefetch,
-) {
+) -> L::V {
     const K: usize = CLASS_BLOCK;
     let d = scorer.n_features;
     // SAFETY (whole body): offsets stay inside the parameter blocks, `packed` and `scores`.
@@ -1317,13 +1334,18 @@ unsafe fn class_block<L: Lanes, const RV: usize, const R: usize, const KB: usize
                 }
             }
         }
+        let mut check = L::splat(0.0);
         for (k, acc) in acc.iter().enumerate() {
             let c = b * K + k;
             let k_c = L::splat(scorer.log_norm[c]);
             for (v, &a) in acc.iter().enumerate() {
                 L::store(sp.add(c * R + v * L::LANES), L::sub(k_c, a));
+                // a − a: 0 for finite a, NaN for ±inf and NaN (on the adder, not the FMA unit
+                // that bounds the kernel).
+                check = L::add(check, L::sub(a, a));
             }
         }
+        check
     }
 }
 
