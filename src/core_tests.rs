@@ -3,7 +3,7 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, s};
 
-use crate::element::Label;
+use crate::element::{Element, Label};
 use crate::error::GaussError;
 use crate::labels::encode_labels;
 use crate::score::{MatrixKind, Scorer};
@@ -281,6 +281,18 @@ fn reference_jll(x: &[f64], mean: &Array2<f64>, var: &Array2<f64>, log_prior: &[
         .collect()
 }
 
+/// `kind` scores of `x` into a new float64 matrix, on one thread.
+fn scores<E: Element>(
+    scorer: &Scorer,
+    x: ArrayView2<'_, E>,
+    kind: MatrixKind,
+    level: SimdLevel,
+) -> Result<Array2<f64>, GaussError> {
+    let mut out = Array2::<f64>::zeros((x.nrows(), scorer.n_classes()));
+    scorer.score_into(x, out.view_mut(), kind, 1, level)?;
+    Ok(out)
+}
+
 #[test]
 fn scoring_matches_the_direct_formula_on_every_level() {
     let mut rng = SplitMix(9);
@@ -302,16 +314,7 @@ fn scoring_matches_the_direct_formula_on_every_level() {
         let scorer =
             Scorer::new(mean.view(), var.view(), ArrayView1::from(&log_prior[..])).unwrap();
         for level in available_levels() {
-            let mut out = Array2::<f64>::zeros((n, c));
-            scorer
-                .score_into(
-                    x.view(),
-                    out.view_mut(),
-                    MatrixKind::JointLogLikelihood,
-                    1,
-                    level,
-                )
-                .unwrap();
+            let out = scores(&scorer, x.view(), MatrixKind::JointLogLikelihood, level).unwrap();
             let mut best = Array1::<i64>::zeros(n);
             scorer
                 .predict_into(x.view(), best.view_mut(), 2, level)
@@ -358,14 +361,8 @@ fn narrow_rows_and_few_classes_score_alike_on_every_level_and_dtype() {
                 let mut fma_result: Option<Array2<f64>> = None;
                 for level in available_levels() {
                     for kind in [MatrixKind::JointLogLikelihood, MatrixKind::Proba] {
-                        let mut out64 = Array2::<f64>::zeros((n, c));
-                        let mut out32 = Array2::<f64>::zeros((n, c));
-                        scorer
-                            .score_into(x64.view(), out64.view_mut(), kind, 1, level)
-                            .unwrap();
-                        scorer
-                            .score_into(x32.view(), out32.view_mut(), kind, 1, level)
-                            .unwrap();
+                        let out64 = scores(&scorer, x64.view(), kind, level).unwrap();
+                        let out32 = scores(&scorer, x32.view(), kind, level).unwrap();
                         assert_eq!(out64, out32, "{level:?} {kind:?} n={n} d={d} c={c}");
                         if kind == MatrixKind::Proba {
                             for row in out64.rows() {
@@ -422,16 +419,8 @@ fn non_finite_rows_are_found_from_the_sums_and_huge_rows_still_score() {
                 let mut x = Array2::from_shape_fn((70, d), |_| rng.unit());
                 x[[40, 0]] = 1e300; // overflows (x − μ)² in the same run of tiles
                 x[[row, col]] = bad;
-                let mut out = Array2::<f64>::zeros((70, c));
-                let err = scorer
-                    .score_into(
-                        x.view(),
-                        out.view_mut(),
-                        MatrixKind::JointLogLikelihood,
-                        1,
-                        level,
-                    )
-                    .unwrap_err();
+                let err =
+                    scores(&scorer, x.view(), MatrixKind::JointLogLikelihood, level).unwrap_err();
                 assert!(
                     matches!(err, GaussError::NonFinite { row: r, col: k, .. } if r == row && k == col),
                     "{level:?} d={d}: {err:?}"
@@ -439,16 +428,7 @@ fn non_finite_rows_are_found_from_the_sums_and_huge_rows_still_score() {
             }
             let mut x = Array2::from_shape_fn((70, d), |_| rng.unit());
             x[[40, 0]] = 1e300;
-            let mut out = Array2::<f64>::zeros((70, c));
-            scorer
-                .score_into(
-                    x.view(),
-                    out.view_mut(),
-                    MatrixKind::JointLogLikelihood,
-                    1,
-                    level,
-                )
-                .unwrap();
+            let out = scores(&scorer, x.view(), MatrixKind::JointLogLikelihood, level).unwrap();
             assert!(
                 out.row(40).iter().all(|&v| v == f64::NEG_INFINITY),
                 "{level:?}"
@@ -466,27 +446,15 @@ fn proba_stays_finite_when_every_likelihood_is_tiny() {
     let log_prior = [0.5f64.ln(), 0.5f64.ln()];
     let scorer = Scorer::new(mean.view(), var.view(), ArrayView1::from(&log_prior[..])).unwrap();
     let x = Array2::from_elem((3, 1), 1e5);
-    let mut jll = Array2::<f64>::zeros((3, 2));
-    scorer
-        .score_into(
-            x.view(),
-            jll.view_mut(),
-            MatrixKind::JointLogLikelihood,
-            1,
-            SimdLevel::Scalar,
-        )
-        .unwrap();
+    let jll = scores(
+        &scorer,
+        x.view(),
+        MatrixKind::JointLogLikelihood,
+        SimdLevel::Scalar,
+    )
+    .unwrap();
     assert!(jll.iter().all(|v| *v < -1e299 && v.is_finite()));
-    let mut proba = Array2::<f64>::zeros((3, 2));
-    scorer
-        .score_into(
-            x.view(),
-            proba.view_mut(),
-            MatrixKind::Proba,
-            1,
-            SimdLevel::Scalar,
-        )
-        .unwrap();
+    let proba = scores(&scorer, x.view(), MatrixKind::Proba, SimdLevel::Scalar).unwrap();
     for row in proba.rows() {
         assert!(row.iter().all(|p| p.is_finite()));
         assert!((row.sum() - 1.0).abs() < 1e-15);
@@ -511,16 +479,7 @@ fn scorer_rejects_bad_parameters_and_impossible_classes_get_zero() {
     let never = [0.0, f64::NEG_INFINITY];
     let scorer = Scorer::new(mean.view(), var.view(), ArrayView1::from(&never[..])).unwrap();
     let x = Array2::<f64>::zeros((5, 2));
-    let mut proba = Array2::<f64>::zeros((5, 2));
-    scorer
-        .score_into(
-            x.view(),
-            proba.view_mut(),
-            MatrixKind::Proba,
-            1,
-            SimdLevel::Scalar,
-        )
-        .unwrap();
+    let proba = scores(&scorer, x.view(), MatrixKind::Proba, SimdLevel::Scalar).unwrap();
     assert!(proba.column(1).iter().all(|p| *p == 0.0));
     let mut nan_x = x.clone();
     nan_x[[3, 1]] = f64::INFINITY;

@@ -1359,9 +1359,9 @@ unsafe fn two_prod_lanes<L: Lanes>(a: L::V, b: L::V) -> (L::V, L::V) {
     // SAFETY: register arithmetic only.
     unsafe {
         let p = L::mul(a, b);
-        let zero = L::splat(0.0);
         if L::FMA {
-            return (p, L::fmadd(a, b, L::sub(zero, p)));
+            // fmsub, not fmadd of 0 − p: the near-exact tier is bound by the adder.
+            return (p, L::fmsub(a, b, p));
         }
         let split = |v: L::V| {
             let c = L::mul(L::splat(134_217_729.0), v); // 2^27 + 1

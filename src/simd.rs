@@ -218,6 +218,8 @@ pub trait Lanes: Copy + Send + Sync + 'static {
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     /// `a · b + c` (fused with FMA, else two roundings).
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a · b − c` (fused with FMA, else two roundings).
+    unsafe fn fmsub(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// Unaligned load of `LANES` f32 values, widened exactly to f64.
     unsafe fn load_f32(p: *const f32) -> Self::V;
     /// Transpose the `LANES × LANES` block held in `v[..LANES]` (row `i` becomes column `i`).
@@ -302,6 +304,10 @@ impl Lanes for ScalarLanes {
         a * b + c
     }
     #[inline(always)]
+    unsafe fn fmsub(a: f64, b: f64, c: f64) -> f64 {
+        a * b - c
+    }
+    #[inline(always)]
     unsafe fn load_f32(p: *const f32) -> f64 {
         // SAFETY: the caller guarantees `p` is readable.
         f64::from(unsafe { p.read_unaligned() })
@@ -348,6 +354,10 @@ impl Lanes for Avx2Lanes {
     #[inline(always)]
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         unsafe { std::arch::x86_64::_mm256_fmadd_pd(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn fmsub(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_fmsub_pd(a, b, c) }
     }
     #[inline(always)]
     unsafe fn load_f32(p: *const f32) -> Self::V {
@@ -406,6 +416,10 @@ impl Lanes for Avx512Lanes {
     #[inline(always)]
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         unsafe { std::arch::x86_64::_mm512_fmadd_pd(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn fmsub(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_fmsub_pd(a, b, c) }
     }
     #[inline(always)]
     unsafe fn load_f32(p: *const f32) -> Self::V {
