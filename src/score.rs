@@ -465,10 +465,13 @@ fn fma<L: Lanes>(a: f64, b: f64, c: f64) -> f64 {
 /// the tolerance (`rtol`: [`POSTERIOR_RTOL`], or 2⁻³⁰ for float32 output) times `|log p_c|`
 /// (log-proba; `|log p_c| ≥ max(|D_c|, ln 2)` for a loser, `log1p(rest)` for the winner) or times 1 (proba, the relative error of `p_c`, for every
 /// `p_c` that is not subnormal). The recomputation ([`MatrixSink::exact_row`]) evaluates every
-/// class's jll in double-double from the exact `x − μ` and the double-double `k_c` and
-/// `1/(2 var)`, forms `D_c` in double-double and rounds once, so the posteriors are accurate
-/// to a few `u` relative whatever the magnitude of `J`. For ordinary data (|J| up to ~10³)
-/// no row takes that path.
+/// class's quadratic sum `S_c` in double-double from the exact `x − μ` and the double-double
+/// `1/(2 var)`, forms `D_c = (k_c − k_m) − (S_c − S_m)` in double-double (quadratics first)
+/// and rounds once. Its error is about `d·u²·(S_c + S_m)` absolute: a few `u` relative for
+/// any `|J|` up to ~10¹⁵·|D_c|, and exact when two classes share the same quadratic sum
+/// (identical means and variances) however large it is. Beyond that, f64 parameters
+/// cannot give O(1) gaps (their spacing at |μ| ~ 1e76 already moves `S` by ~1e136). For
+/// ordinary data (|J| up to ~10³) no row takes that path.
 struct MatrixSink<'a, 'o, T: Element> {
     kind: MatrixKind,
     out: &'a mut ArrayViewMut2<'o, T>,
@@ -789,13 +792,14 @@ impl<T: Element> MatrixSink<'_, '_, T> {
     ) {
         let sc = self.scorer;
         let (n_classes, d) = (self.n_classes, sc.n_features);
+        // The double-double quadratic sum of each class (+inf for a class with zero
+        // likelihood or an overflowing sum).
         self.scratch.clear();
-        let mut best: Option<(usize, Dd)> = None;
         for c in 0..n_classes {
-            let mut jll = Dd::from(f64::NEG_INFINITY);
+            let mut acc = Dd::from(f64::INFINITY);
             if sc.log_norm[c] > f64::NEG_INFINITY {
                 let (block, lane) = (c / CLASS_BLOCK, c % CLASS_BLOCK);
-                let mut acc = Dd::ZERO;
+                let mut sum = Dd::ZERO;
                 for j in 0..d {
                     let at = (block * d + j) * CLASS_BLOCK + lane;
                     let t = two_sum(packed[j * R + r], -sc.mean_blocked[at]);
@@ -803,37 +807,52 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                         hi: sc.half_inv_var_blocked[at],
                         lo: sc.half_inv_var_lo[c * d + j],
                     };
-                    acc = acc.add(t.mul(h).mul(t));
+                    sum = sum.add(t.mul(h).mul(t));
                 }
-                if acc.hi.is_finite() && acc.lo.is_finite() {
-                    let k = Dd {
-                        hi: sc.log_norm[c],
-                        lo: sc.log_norm_lo[c],
-                    };
-                    jll = k.sub(acc);
+                if sum.hi.is_finite() && sum.lo.is_finite() {
+                    acc = sum;
                 }
             }
-            if jll.hi > f64::NEG_INFINITY && best.is_none_or(|(_, b)| jll.gt(b)) {
-                best = Some((c, jll));
-            }
-            self.scratch.push(jll);
+            self.scratch.push(acc);
         }
-        let Some((m, top)) = best else { return };
-        let mut rest = 0.0;
-        for (c, jll) in self.scratch.iter_mut().enumerate() {
-            let shifted = shifted_by_winner(*jll, c, m, top);
-            *jll = Dd::from(shifted);
-            if c != m {
-                rest += shifted.exp();
+        let acc = &self.scratch;
+        let k = |c: usize| Dd {
+            hi: sc.log_norm[c],
+            lo: sc.log_norm_lo[c],
+        };
+        // jll_c − jll_b as (k_c − k_b) − (acc_c − acc_b): the quadratics are subtracted first,
+        // so when every class is far away (sums ~1e32 times the gaps) their difference is
+        // kept, where k_c − acc_c would round k_c away.
+        let gap = |c: usize, b: usize| k(c).sub(k(b)).sub(acc[c].sub(acc[b]));
+        let mut best: Option<usize> = None;
+        for c in (0..n_classes).filter(|&c| acc[c].hi.is_finite()) {
+            if best.is_none_or(|b| gap(c, b).gt(Dd::ZERO)) {
+                best = Some(c);
             }
         }
+        let Some(m) = best else { return };
+        let shifted: Vec<f64> = (0..n_classes)
+            .map(|c| {
+                if c == m {
+                    0.0
+                } else if acc[c].hi.is_finite() {
+                    gap(c, m).to_f64()
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .collect();
+        let rest: f64 = (0..n_classes)
+            .filter(|&c| c != m)
+            .map(|c| shifted[c].exp())
+            .sum();
         let log1p_rest = rest.ln_1p();
         let inv = 1.0 / (1.0 + rest);
-        for (c, shifted) in self.scratch.iter().enumerate() {
+        for (c, &shifted) in shifted.iter().enumerate() {
             scores[c * R + r] = if proba {
-                shifted.hi.exp() * inv
+                shifted.exp() * inv
             } else {
-                shifted.hi - log1p_rest
+                shifted - log1p_rest
             };
         }
     }

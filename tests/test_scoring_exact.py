@@ -483,12 +483,15 @@ def test_negative_n_threads_is_value_or_type_error(n_threads: int) -> None:
 _PI = "3.14159265358979323846264338327950288419716939937510582097494459"
 
 
-def decimal_log_proba(x: Any, mean: Any, var: Any, log_prior: Any) -> list[list[Any]]:
-    """Exact (60-digit) log posteriors: every float is converted exactly to Decimal."""
+def decimal_log_proba(
+    x: Any, mean: Any, var: Any, log_prior: Any, digits: int = 60
+) -> list[list[Any]]:
+    """Exact (`digits`-digit) log posteriors: every float is converted exactly to Decimal.
+    (pi has 63 digits, enough for the differences of classes with equal variances.)"""
     from decimal import Decimal, localcontext
 
     with localcontext() as ctx:
-        ctx.prec = 60
+        ctx.prec = digits
         two_pi = 2 * Decimal(_PI)
         out = []
         for row in np.asarray(x, dtype=np.float64):
@@ -509,10 +512,10 @@ def decimal_log_proba(x: Any, mean: Any, var: Any, log_prior: Any) -> list[list[
 
 
 def assert_posteriors_relatively_exact(
-    x: Any, mean: Any, var: Any, log_prior: Any, rtol: float = 1e-12
+    x: Any, mean: Any, var: Any, log_prior: Any, rtol: float = 1e-12, digits: int = 60
 ) -> None:
     """log p and p (where p is a normal float64) to rtol relative, at every SIMD level."""
-    exact = decimal_log_proba(x, mean, var, log_prior)
+    exact = decimal_log_proba(x, mean, var, log_prior, digits)
     exact_lp = np.array([[float(v) for v in row] for row in exact])
     exact_p = np.array([[float(v.exp()) for v in row] for row in exact])
     levels = gaussmle._core.available_simd_levels()
@@ -556,6 +559,19 @@ def test_h2_huge_means_and_queries() -> None:
     lp = np.log([0.2, 0.3, 0.5])
     x = np.array([[1e20, 1e20], [-1e20, 3e19], [1.5e20, -7e19], [2e10, 1e10]])
     assert_posteriors_relatively_exact(x, mean, var, lp)
+
+
+def test_h2_classes_with_the_same_huge_quadratic_keep_their_prior_ratio() -> None:
+    # Every class 1e76 away (jll ~ -5e151), classes 0 and 1 with identical means and
+    # variances: only the priors separate them, 1e-152 of |jll|. The exact tier subtracts the
+    # quadratic sums before adding k, so p = 0.9 / 0.1 (it was 0.5 / 0.5). Class 2 is further.
+    mean = np.array([[1e76, 0.0], [1e76, 0.0], [2e76, 0.0]])
+    var = np.ones((3, 2))
+    lp = np.log([0.6, 0.2 / 3, 1 - 0.6 - 0.2 / 3])
+    x = np.array([[0.0, 0.0], [0.0, 5.0], [-1e70, 1e3]])
+    assert_posteriors_relatively_exact(x, mean, var, lp, digits=200)
+    got = predict_proba(x[:1], mean[:2], var[:2], np.log([0.9, 0.1]))
+    np.testing.assert_allclose(got, [[0.9, 0.1]], rtol=1e-15)
 
 
 def test_h2_near_ties_at_large_magnitude() -> None:
