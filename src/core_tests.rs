@@ -439,6 +439,62 @@ fn non_finite_rows_are_found_from_the_sums_and_huge_rows_still_score() {
 }
 
 #[test]
+fn the_first_bad_row_in_row_order_is_reported_whatever_the_tile_size() {
+    // A row whose squared distance overflows for every class (zero likelihood: an error for
+    // predict and the posteriors, −inf for jll) before a NaN row of the same tile: every
+    // level and batch size (small batches use one-vector tiles) names the earlier row.
+    let d = 3;
+    let mean = Array2::<f64>::zeros((2, d));
+    let var = Array2::<f64>::ones((2, d));
+    let log_prior = [0.5f64.ln(); 2];
+    let scorer = Scorer::new(mean.view(), var.view(), ArrayView1::from(&log_prior[..])).unwrap();
+    for n in [3usize, 7, 8, 40] {
+        for (huge, nan) in [(0, 1), (1, n - 1), (n - 2, n - 1)] {
+            let mut x = Array2::<f64>::zeros((n, d));
+            x[[huge, 1]] = 1e200;
+            x[[nan, 2]] = f64::NAN;
+            for level in available_levels() {
+                for kind in [MatrixKind::Proba, MatrixKind::LogProba] {
+                    let err = scores(&scorer, x.view(), kind, level).unwrap_err();
+                    assert!(
+                        matches!(err, GaussError::NoFiniteLikelihood { row } if row == huge),
+                        "{level:?} n={n} {huge}/{nan}: {err:?}"
+                    );
+                }
+                let mut best = Array1::<i64>::zeros(n);
+                let err = scorer
+                    .predict_into(x.view(), best.view_mut(), 1, level)
+                    .unwrap_err();
+                assert!(
+                    matches!(err, GaussError::NoFiniteLikelihood { row } if row == huge),
+                    "{level:?} n={n}: {err:?}"
+                );
+                let err =
+                    scores(&scorer, x.view(), MatrixKind::JointLogLikelihood, level).unwrap_err();
+                assert!(
+                    matches!(err, GaussError::NonFinite { row, col: 2, .. } if row == nan),
+                    "{level:?} n={n}: {err:?}"
+                );
+            }
+            // The other order: the NaN row first is reported as such.
+            let mut x = Array2::<f64>::zeros((n, d));
+            x[[huge, 2]] = f64::NAN;
+            x[[nan, 1]] = 1e200;
+            for level in available_levels() {
+                let mut best = Array1::<i64>::zeros(n);
+                let err = scorer
+                    .predict_into(x.view(), best.view_mut(), 1, level)
+                    .unwrap_err();
+                assert!(
+                    matches!(err, GaussError::NonFinite { row, .. } if row == huge),
+                    "{level:?} n={n}: {err:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn proba_stays_finite_when_every_likelihood_is_tiny() {
     // jll ≈ −1e300 for every class: the max shift keeps exp() in range.
     let mean = Array2::from_shape_vec((2, 1), vec![0.0, 1.0]).unwrap();

@@ -409,6 +409,21 @@ trait TileSink {
     /// Start and length in bytes of the output of rows `row0..row0 + rows` when it is one
     /// contiguous run (for prefetching; never dereferenced).
     fn out_span(&self, row0: usize, rows: usize) -> Option<(*const u8, usize)>;
+
+    /// The error [`TileSink::tile`] would report for tile rows `0..rows`, without writing
+    /// anything: used when a later row of the tile holds a non-finite value, so that the first
+    /// bad row in row order is reported whatever the tile size (SIMD level, batch size).
+    fn check_rows<const R: usize>(&self, row0: usize, rows: usize, scores: &[f64]) -> Result<()>;
+}
+
+/// The first of tile rows `0..rows` whose jll is −inf for every class (`None` if none is).
+#[inline(always)]
+fn zero_likelihood_row<const R: usize>(
+    scores: &[f64],
+    n_classes: usize,
+    rows: usize,
+) -> Option<usize> {
+    (0..rows).find(|&r| (0..n_classes).all(|c| lane_row::<R>(scores, c)[r] == f64::NEG_INFINITY))
 }
 
 /// A fixed-size view of tile row-vector `c` of `scores`.
@@ -501,6 +516,20 @@ impl<T: Element> TileSink for MatrixSink<'_, '_, T> {
         let c = self.n_classes;
         let p = self.out.as_slice()?.as_ptr().wrapping_add(row0 * c);
         Some((p.cast(), rows * c * std::mem::size_of::<T>()))
+    }
+
+    fn check_rows<const R: usize>(&self, row0: usize, rows: usize, scores: &[f64]) -> Result<()> {
+        match (
+            self.kind,
+            zero_likelihood_row::<R>(scores, self.n_classes, rows),
+        ) {
+            (MatrixKind::LogProba | MatrixKind::Proba, Some(r)) => {
+                Err(GaussError::NoFiniteLikelihood {
+                    row: self.chunk_offset + row0 + r,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     #[inline(always)]
@@ -978,6 +1007,15 @@ impl TileSink for PredictSink<'_, '_> {
         Some((p.cast(), rows * std::mem::size_of::<i64>()))
     }
 
+    fn check_rows<const R: usize>(&self, row0: usize, rows: usize, scores: &[f64]) -> Result<()> {
+        match zero_likelihood_row::<R>(scores, self.n_classes, rows) {
+            Some(r) => Err(GaussError::NoFiniteLikelihood {
+                row: self.chunk_offset + row0 + r,
+            }),
+            None => Ok(()),
+        }
+    }
+
     #[inline(always)]
     fn tile<L: Lanes, const R: usize>(
         &mut self,
@@ -1099,7 +1137,11 @@ fn tiles<E: Element, S: TileSink, L: Lanes, const RV: usize, const R: usize>(
         // overflow for huge finite values, which then score −inf as before).
         // SAFETY: `packed` holds d·R values and the CPU supports `L`.
         if !sums_finite && !unsafe { all_finite::<L, R>(&packed[..d * R]) } {
-            return Err(locate_non_finite(x, row0, valid, row_offset));
+            let (bad, error) = locate_non_finite(x, row0, valid, row_offset);
+            // Rows are independent lanes: the ones before the bad row are scored, and their
+            // own error comes first in row order.
+            sink.check_rows::<R>(row0, bad, &scores)?;
+            return Err(error);
         }
         for line in issued..pf.lines() {
             pf.issue(line);
@@ -1245,31 +1287,35 @@ unsafe fn all_finite<L: Lanes, const R: usize>(packed: &[f64]) -> bool {
             .fold(true, |ok, &v| ok & (v == 0.0))
 }
 
+/// The first non-finite value among rows `row0..row0 + valid` of `x`: its row within the
+/// tile, and the error naming it.
 fn locate_non_finite<E: Element>(
     x: ArrayView2<'_, E>,
     row0: usize,
     valid: usize,
     row_offset: usize,
-) -> GaussError {
+) -> (usize, GaussError) {
     for r in row0..row0 + valid {
         for (col, v) in x.row(r).iter().enumerate() {
             let value = v.to_f64();
             if !value.is_finite() {
-                return GaussError::NonFinite {
+                let error = GaussError::NonFinite {
                     what: "X",
                     row: row_offset + r,
                     col,
                     value,
                 };
+                return (r - row0, error);
             }
         }
     }
-    GaussError::NonFinite {
+    let error = GaussError::NonFinite {
         what: "X",
         row: row_offset + row0,
         col: 0,
         value: f64::NAN,
-    }
+    };
+    (0, error)
 }
 
 /// The register-blocked micro-kernel: `scores[c][r] = k_c − Σ_j (x[j][r] − μ[c][j])² h[c][j]`

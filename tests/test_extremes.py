@@ -135,6 +135,24 @@ def test_zero_likelihood_under_every_class_is_a_clear_value_error(fn: object) ->
         fn(x, mean, np.ones((2, 1)), np.log([0.5, 0.5]))  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("level", gaussmle._core.available_simd_levels())
+def test_first_bad_row_is_reported_on_every_simd_level(level: str) -> None:
+    # Row 0 overflows every class (zero likelihood); row 5, in the same SIMD tile, is NaN.
+    # The error names row 0 whatever the tile size of the level.
+    x = np.zeros((7, 1))
+    x[0, 0], x[5, 0] = 1e200, np.nan
+    model = GaussianNB().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), [0, 0, 1, 1])
+    try:
+        gaussmle._core.set_simd_level(level)
+        for method in (model.predict, model.predict_proba, model.predict_log_proba):
+            with pytest.raises(ValueError, match="row 0 has zero likelihood"):
+                method(x)
+        with pytest.raises(ValueError, match="row 5"):
+            model.predict_joint_log_proba(x)
+    finally:
+        gaussmle._core.set_simd_level(None)
+
+
 # ---------------------------------------------------------------- a class never seen
 
 
