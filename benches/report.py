@@ -20,6 +20,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import gaussmle
@@ -128,6 +129,7 @@ COLUMNS = [
     ("log-proba ms", "logp_ms"),
     ("log-proba x skl", "logp_skl"),
     ("f32/f64 jll", "f32_f64"),
+    ("2T/1T sum", "sum_2t"),
     ("2T/1T fit", "fit_2t"),
     ("2T fit/sum", "fit2_sum"),
     ("2T/1T jll", "jll_2t"),
@@ -136,10 +138,24 @@ COLUMNS = [
 ]
 
 
+def two_thread_sum(X: Any) -> Callable[[], Any]:
+    """X.sum() as two halves on two threads (numpy releases the GIL in the reduction): the
+    machine's streaming-read limit for two threads, the floor of a two-thread fit."""
+    pool = ThreadPoolExecutor(2)
+    half = X.shape[0] // 2
+
+    def run() -> Any:
+        parts = [pool.submit(X[:half].sum), pool.submit(X[half:].sum)]
+        return sum(p.result() for p in parts)
+
+    return run
+
+
 def measure(n: int, d: int, c: int, dtype: Any) -> dict[str, Any]:
     X, y = make_data(n, d, c, dtype)
     r: dict[str, Any] = {"shape": f"{n:.0e},{d},{c}".replace("e+0", "e"), "dtype": X.dtype.name}
     t_sum = best(lambda: X.sum())
+    t_sum2 = best(two_thread_sum(X))
     t_fit = best(lambda: gaussmle.class_stats(X, y, c, n_threads=1))
     t_fit2 = best(lambda: gaussmle.class_stats(X, y, c, n_threads=2))
     t_mask = best(lambda: numpy_mask_fit(X, y, c), k=2)
@@ -163,6 +179,7 @@ def measure(n: int, d: int, c: int, dtype: Any) -> dict[str, Any]:
         pred_ms=t_pred * 1e3,
         proba_ms=t_proba * 1e3,
         logp_ms=t_logp * 1e3,
+        sum_2t=t_sum / t_sum2,
         fit_2t=t_fit / t_fit2,
         fit2_sum=t_fit2 / t_sum,
         jll_2t=t_jll / t_jll2,
@@ -230,7 +247,8 @@ x mask / x skl / x BLAS: speed-up (baseline time / gaussmle time); fit/sum: time
 fit = gaussmle.class_stats; GNB = gaussmle.GaussianNB; skl = sklearn.naive_bayes.GaussianNB;
 mask = numpy X[y==c].mean(0)/.var(0); BLAS = -(X*X) @ (0.5/var).T + X @ (mu/var).T + const.
 jll/predict/proba = gaussmle GaussianScorer; f32/f64 jll = f32 jll time / f64 jll time.
-2T/1T = speed-up of 2 threads over 1; 2T fit/sum = 2-thread fit time / (1-thread) X.sum();
+2T/1T = speed-up of 2 threads over 1 (sum: X.sum() as two halves on two threads, the
+two-thread streaming-read limit); 2T fit/sum = 2-thread fit time / (1-thread) X.sum();
 n-row us = GaussianNB.predict latency (sklearn's)."""
 
 
