@@ -60,7 +60,7 @@ test: install lint test-rust fuzz-quick test-py ## Set everything up, lint, and 
 .PHONY: bench
 bench: install ## Benchmarks (pytest-benchmark) and the ratio table
 	$(PY) -m pytest benches --benchmark-only
-	$(PY) benches/report.py
+	$(PY) benches/report.py --runs 3
 
 .PHONY: clean
 clean: ## Remove build products and the venv

@@ -211,10 +211,27 @@ def measure(n: int, d: int, c: int, dtype: Any) -> dict[str, Any]:
             if GaussianNB is not None:
                 est = GaussianNB(n_jobs=1).fit(X[:20000], y[:20000])
                 t_ours = best(lambda Xs=Xs, est=est: est.predict(Xs), k=200, budget=0.2)
-                r[key] = f"{t_ours * 1e6:.0f} ({t_sk * 1e6:.0f})"
+                r[key] = (t_ours * 1e6, t_sk * 1e6)
             else:
-                r[key] = f"n/a ({t_sk * 1e6:.0f})"
+                r[key] = (NA, t_sk * 1e6)
     return r
+
+
+def median_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Cell by cell median of several runs of the whole table (strings from the first run)."""
+    rows = []
+    for cells in zip(*runs, strict=True):
+        row: dict[str, Any] = {}
+        for key, first in cells[0].items():
+            values = [c.get(key, NA) for c in cells]
+            if isinstance(first, str):
+                row[key] = first
+            elif isinstance(first, tuple):
+                row[key] = tuple(float(np.median([v[i] for v in values])) for i in range(2))
+            else:
+                row[key] = float(np.median(values))
+        rows.append(row)
+    return rows
 
 
 def render(rows: list[dict[str, Any]], markdown: bool) -> str:
@@ -226,6 +243,8 @@ def render(rows: list[dict[str, Any]], markdown: bool) -> str:
             v = r.get(key, NA)
             if isinstance(v, str):
                 cells.append(v)
+            elif isinstance(v, tuple):
+                cells.append(f"{fmt(v[0], 0)} ({fmt(v[1], 0)})")
             elif key.endswith("_ms"):
                 cells.append(fmt(v, 1))
             else:
@@ -256,25 +275,37 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="n / 20: a smoke run")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument(
+        "--runs", type=int, default=1, help="repeat the whole table and print each cell's median"
+    )
     args = p.parse_args(argv)
     scale = 20 if args.quick else 1
-    rows = []
+    runs = []
     t0 = time.perf_counter()
     with one_blas_thread():
-        for n, d, c in SHAPES:
-            f64_jll = None
-            for dtype in DTYPES:
-                r = measure(max(n // scale, 1000), d, c, dtype)
-                if dtype == np.float64:
-                    f64_jll = r["t_jll"]
-                elif f64_jll is not None:
-                    r["f32_f64"] = r["t_jll"] / f64_jll
-                rows.append(r)
-                print(f"  measured {r['shape']} {r['dtype']}", file=sys.stderr, flush=True)
+        for run in range(args.runs):
+            rows = []
+            for n, d, c in SHAPES:
+                f64_jll = None
+                for dtype in DTYPES:
+                    r = measure(max(n // scale, 1000), d, c, dtype)
+                    if dtype == np.float64:
+                        f64_jll = r["t_jll"]
+                    elif f64_jll is not None:
+                        r["f32_f64"] = r["t_jll"] / f64_jll
+                    rows.append(r)
+                    print(
+                        f"  run {run + 1}: measured {r['shape']} {r['dtype']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            runs.append(rows)
+    rows = median_rows(runs)
     print(
         f"gaussmle {gaussmle.__version__}, SIMD {gaussmle.simd_level()}, numpy {np.__version__}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
         f"{' (--quick: n/20)' if args.quick else ''}"
+        f"{f'; each cell the median of {args.runs} runs' if args.runs > 1 else ''}"
     )
     print(render(rows, args.markdown))
     print()
