@@ -495,6 +495,55 @@ fn the_first_bad_row_in_row_order_is_reported_whatever_the_tile_size() {
 }
 
 #[test]
+fn two_class_posteriors_equal_the_general_path_bitwise() {
+    // Two classes take their own loop (one exp per row). A third class with log prior −inf
+    // sends the same rows through the general loop and changes nothing else, so the first two
+    // columns must be bit-identical, fast path and recomputed rows alike.
+    let mut rng = SplitMix(21);
+    // Scale 1: close calls (both posteriors well inside (0, 1)); 1e3: decided rows and rows
+    // recomputed by the slower tiers.
+    for (n, d, scale) in [
+        (1usize, 1usize, 1.0),
+        (7, 3, 1.0),
+        (8, 2, 1.0),
+        (33, 2, 1.0),
+        (100, 5, 1.0),
+        (33, 2, 1e3),
+        (100, 40, 1e3),
+    ] {
+        let mean = Array2::from_shape_fn((2, d), |_| scale * rng.unit());
+        let var = Array2::from_shape_fn((2, d), |_| 1.0 + rng.unit().abs() * 10.0);
+        let mut x = Array2::from_shape_fn((n, d), |_| 2.0 * scale * rng.unit());
+        x[[0, 0]] = mean[[1, 0]]; // a row close to class 1 (a decided winner)
+        let two = Scorer::new(
+            mean.view(),
+            var.view(),
+            ArrayView1::from(&[0.3f64.ln(), 0.7f64.ln()][..]),
+        )
+        .unwrap();
+        let mean3 = ndarray::concatenate![ndarray::Axis(0), mean, mean.slice(s![..1, ..])];
+        let var3 = ndarray::concatenate![ndarray::Axis(0), var, var.slice(s![..1, ..])];
+        let prior3 = [0.3f64.ln(), 0.7f64.ln(), f64::NEG_INFINITY];
+        let three = Scorer::new(mean3.view(), var3.view(), ArrayView1::from(&prior3[..])).unwrap();
+        for level in available_levels() {
+            for kind in [MatrixKind::Proba, MatrixKind::LogProba] {
+                let a = scores(&two, x.view(), kind, level).unwrap();
+                let b = scores(&three, x.view(), kind, level).unwrap();
+                for i in 0..n {
+                    for c in 0..2 {
+                        assert_eq!(
+                            a[[i, c]].to_bits(),
+                            b[[i, c]].to_bits(),
+                            "{level:?} {kind:?} n={n} d={d} row {i} class {c}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn proba_stays_finite_when_every_likelihood_is_tiny() {
     // jll ≈ −1e300 for every class: the max shift keeps exp() in range.
     let mean = Array2::from_shape_vec((2, 1), vec![0.0, 1.0]).unwrap();

@@ -604,7 +604,45 @@ impl<T: Element> MatrixSink<'_, '_, T> {
         // Row blocks of (at most) 8 keep the per-row state in few registers.
         const W: usize = 8;
         let w = if R < W { R } else { W };
-        for r0 in (0..R).step_by(w) {
+        if n_classes == 2 {
+            // Two classes: one exp per row (the loser's), where the loop below also computes
+            // the winner's exp(0) = 1; the same values, in the same order of operations.
+            let (s0, rest_of_scores) = scores.split_at_mut(R);
+            let s1 = &mut rest_of_scores[..R];
+            for r in 0..R {
+                let one_wins = s1[r] > s0[r];
+                let (top, low) = if one_wins {
+                    (s1[r], s0[r])
+                } else {
+                    (s0[r], s1[r])
+                };
+                let pc = if one_wins { p_err[0] } else { p_err[1] };
+                let shifted = low - top;
+                let e = if L::FMA {
+                    exp_nonpositive::<true>(shifted)
+                } else {
+                    exp_nonpositive::<false>(shifted)
+                };
+                rest[r] = e;
+                let err = fma::<L>(gamma, -shifted.max(-746.0), pc);
+                weighted_err[r] = fma::<L>(e, err, 0.0);
+                worst[r] = if PROBA {
+                    if e >= f64::MIN_POSITIVE {
+                        err
+                    } else {
+                        f64::NEG_INFINITY
+                    }
+                } else {
+                    fma::<L>(rtol - gamma, shifted.min(-std::f64::consts::LN_2), pc)
+                };
+                let (winner, loser) = if PROBA { (1.0, e) } else { (0.0, shifted) };
+                s0[r] = if one_wins { loser } else { winner };
+                s1[r] = if one_wins { winner } else { loser };
+            }
+        }
+        // Every other class count (the two-class case is done above).
+        let general_rows = if n_classes == 2 { 0 } else { R };
+        for r0 in (0..general_rows).step_by(w) {
             for (c, &pc) in p_err.iter().enumerate() {
                 let s = lane_row_mut::<R>(scores, c);
                 let cf = c as f64;
