@@ -73,7 +73,8 @@ impl fmt::Display for GaussError {
             } => write!(
                 f,
                 "variance must be finite and > 0; got {value} for class {class}, feature \
-                 {feature} (a constant feature needs var_smoothing > 0)"
+                 {feature} (a feature constant within a class has variance 0: add a small \
+                 variance, as GaussianNB's var_smoothing does)"
             ),
             GaussError::BadParameter { what } => write!(f, "invalid parameter: {what}"),
             GaussError::Overflow { what } => write!(

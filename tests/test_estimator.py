@@ -748,6 +748,29 @@ def test_all_constant_data_raises_at_predict_time_instead_of_nan() -> None:
     assert model.epsilon_ == 0.0
     with pytest.raises(ValueError, match="variance must be finite and > 0"):
         model.predict_proba(X)
+    # The message names the real cause: the smoothing is on, but there is nothing to scale.
+    with pytest.raises(ValueError, match="every feature of the training data is constant"):
+        model.predict(X)
+
+
+@pytest.mark.parametrize(
+    ("scale", "var_smoothing", "cause"),
+    [
+        (1.0, 0.0, "var_smoothing=0 leaves its variance at zero"),
+        (1e-150, 1e-9, "too small to lift it to a normal float64"),
+    ],
+)
+def test_zero_variance_error_names_its_cause(
+    scale: float, var_smoothing: float, cause: str
+) -> None:
+    # Each class is constant; the classes differ, so the largest feature variance is
+    # 0.25·scale² (0 smoothing in the first case, a subnormal epsilon_ in the second).
+    X = np.repeat([[0.0, 0.0], [scale, scale]], 3, axis=0)
+    y = np.repeat([0, 1], 3)
+    model = GaussianNB(var_smoothing=var_smoothing).fit(X, y)
+    for method in (model.predict, model.predict_proba, model.predict_joint_log_proba):
+        with pytest.raises(ValueError, match=cause):
+            method(X)
 
 
 # ---------------------------------------------------------------------------- n_jobs, stats hooks

@@ -144,13 +144,27 @@ class _FittedState:
                 np.ascontiguousarray(log_prior),
             )
         except ValueError as exc:
-            # Only a zero variance gets here (var_smoothing=0 and a constant feature within a
-            # class): fitting is fine, scoring is not defined. Raised by every predict method.
+            # Only a zero variance gets here (a feature constant within a class, and epsilon_
+            # = var_smoothing × the largest feature variance is 0): fitting is fine, scoring is
+            # not defined. Raised by every predict method.
             scorer = None
+            if var_smoothing == 0:
+                cause = "var_smoothing=0 leaves its variance at zero; refit with var_smoothing > 0"
+            elif epsilon == 0:
+                cause = (
+                    "every feature of the training data is constant, so epsilon_ (var_smoothing "
+                    "times the largest feature variance) is 0 and cannot lift it; fit on data "
+                    "in which some feature varies"
+                )
+            else:
+                cause = (
+                    f"epsilon_ = {epsilon!r} (var_smoothing times the largest feature variance) "
+                    "is too small to lift it to a normal float64; rescale the data or raise "
+                    "var_smoothing"
+                )
             scorer_error = (
                 f"This GaussianNB model cannot compute probabilities: {exc}. A feature is "
-                "constant within a class and var_smoothing=0 leaves its variance at zero; "
-                "refit with var_smoothing > 0."
+                f"constant within a class and {cause}."
             )
 
         def public(values: F64) -> FloatArray:
