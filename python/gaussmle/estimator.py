@@ -145,7 +145,7 @@ class _FittedState:
             )
         except ValueError as exc:
             # Only a zero variance gets here (a feature constant within a class, and epsilon_
-            # = var_smoothing × the largest feature variance is 0): fitting is fine, scoring is
+            # = var_smoothing times the largest feature variance is 0): fitting is fine, scoring is
             # not defined. Raised by every predict method.
             scorer = None
             if var_smoothing == 0:
