@@ -494,11 +494,45 @@ fn the_first_bad_row_in_row_order_is_reported_whatever_the_tile_size() {
     }
 }
 
+/// Two classes take their own posterior loop (one exp per row). A third class with log
+/// prior −inf sends the same rows through the general loop and changes nothing else, so the
+/// first two columns must be bit-identical, fast path and recomputed rows alike.
+fn assert_two_class_loop_matches_general(
+    mean: &Array2<f64>,
+    var: &Array2<f64>,
+    prior: [f64; 2],
+    x: &Array2<f64>,
+) {
+    let two = Scorer::new(mean.view(), var.view(), ArrayView1::from(&prior[..])).unwrap();
+    let mean3 = ndarray::concatenate![ndarray::Axis(0), *mean, mean.slice(s![..1, ..])];
+    let var3 = ndarray::concatenate![ndarray::Axis(0), *var, var.slice(s![..1, ..])];
+    let prior3 = [prior[0], prior[1], f64::NEG_INFINITY];
+    let three = Scorer::new(mean3.view(), var3.view(), ArrayView1::from(&prior3[..])).unwrap();
+    for level in available_levels() {
+        for kind in [MatrixKind::Proba, MatrixKind::LogProba] {
+            let a = scores(&two, x.view(), kind, level);
+            let b = scores(&three, x.view(), kind, level);
+            let (a, b) = match (a, b) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(ea), Err(eb)) => {
+                    assert_eq!(format!("{ea}"), format!("{eb}"), "{level:?} {kind:?}");
+                    continue;
+                }
+                (a, b) => panic!("{level:?} {kind:?}: {a:?} against {b:?}"),
+            };
+            for ((i, c), v) in a.indexed_iter() {
+                assert_eq!(
+                    v.to_bits(),
+                    b[[i, c]].to_bits(),
+                    "{level:?} {kind:?} prior {prior:?} row {i} class {c}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn two_class_posteriors_equal_the_general_path_bitwise() {
-    // Two classes take their own loop (one exp per row). A third class with log prior −inf
-    // sends the same rows through the general loop and changes nothing else, so the first two
-    // columns must be bit-identical, fast path and recomputed rows alike.
     let mut rng = SplitMix(21);
     // Scale 1: close calls (both posteriors well inside (0, 1)); 1e3: decided rows and rows
     // recomputed by the slower tiers.
@@ -515,31 +549,30 @@ fn two_class_posteriors_equal_the_general_path_bitwise() {
         let var = Array2::from_shape_fn((2, d), |_| 1.0 + rng.unit().abs() * 10.0);
         let mut x = Array2::from_shape_fn((n, d), |_| 2.0 * scale * rng.unit());
         x[[0, 0]] = mean[[1, 0]]; // a row close to class 1 (a decided winner)
-        let two = Scorer::new(
-            mean.view(),
-            var.view(),
-            ArrayView1::from(&[0.3f64.ln(), 0.7f64.ln()][..]),
-        )
-        .unwrap();
-        let mean3 = ndarray::concatenate![ndarray::Axis(0), mean, mean.slice(s![..1, ..])];
-        let var3 = ndarray::concatenate![ndarray::Axis(0), var, var.slice(s![..1, ..])];
-        let prior3 = [0.3f64.ln(), 0.7f64.ln(), f64::NEG_INFINITY];
-        let three = Scorer::new(mean3.view(), var3.view(), ArrayView1::from(&prior3[..])).unwrap();
-        for level in available_levels() {
-            for kind in [MatrixKind::Proba, MatrixKind::LogProba] {
-                let a = scores(&two, x.view(), kind, level).unwrap();
-                let b = scores(&three, x.view(), kind, level).unwrap();
-                for i in 0..n {
-                    for c in 0..2 {
-                        assert_eq!(
-                            a[[i, c]].to_bits(),
-                            b[[i, c]].to_bits(),
-                            "{level:?} {kind:?} n={n} d={d} row {i} class {c}"
-                        );
-                    }
-                }
-            }
-        }
+        assert_two_class_loop_matches_general(&mean, &var, [0.3f64.ln(), 0.7f64.ln()], &x);
+    }
+    // Exact ties (class 0 wins them), a class that can never win, gaps whose exp is
+    // subnormal or zero, and a row far from both means (huge |jll|).
+    let mean = Array2::from_shape_vec((2, 2), vec![-1.0, -1.0, 1.0, 1.0]).unwrap();
+    let var = Array2::<f64>::ones((2, 2));
+    let x = Array2::from_shape_vec(
+        (9, 2),
+        vec![
+            0.0, 0.0, 0.5, 0.5, -0.5, 0.0, 1.0, 1.0, -30.0, -30.0, 13.0, 14.0, 1e150, 0.0, 0.0,
+            -1e150, 2.0, -2.0,
+        ],
+    )
+    .unwrap();
+    for prior in [
+        [0.0, 0.0],
+        [0.3f64.ln(), 0.7f64.ln()],
+        [f64::NEG_INFINITY, 0.0],
+        [0.0, f64::NEG_INFINITY],
+        [0.0, -745.5],
+        [-740.0, 0.0],
+        [0.0, -1e300],
+    ] {
+        assert_two_class_loop_matches_general(&mean, &var, prior, &x);
     }
 }
 
