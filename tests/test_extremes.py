@@ -13,7 +13,7 @@ import time
 import gaussmle
 import numpy as np
 import pytest
-from gaussmle import ClassStats, class_stats
+from gaussmle import ClassStats, class_stats, predict_proba
 
 GaussianNB = pytest.importorskip("gaussmle.estimator").GaussianNB
 
@@ -151,6 +151,25 @@ def test_first_bad_row_is_reported_on_every_simd_level(level: str) -> None:
             model.predict_joint_log_proba(x)
     finally:
         gaussmle._core.set_simd_level(None)
+
+
+@pytest.mark.parametrize("level", gaussmle._core.available_simd_levels())
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_first_bad_row_leaves_out_untouched(level: str, dtype: type, order: str) -> None:
+    # The failing tile is the first one: nothing of `out` may be written, in any layout.
+    x = np.zeros((40, 3), dtype=dtype, order=order)  # type: ignore[call-overload]
+    x[2, 1], x[6, 2] = 1e30 if dtype == np.float32 else 1e200, np.nan
+    # var 1e-300: (x - mean)^2 / (2 var) overflows float64 for the float32 value 1e30 too.
+    mean, var, log_prior = np.zeros((2, 3)), np.full((2, 3), 1e-300), np.log([0.5, 0.5])
+    out = np.full((40, 2), 7.0)
+    try:
+        gaussmle._core.set_simd_level(level)
+        with pytest.raises(ValueError, match="row 2 has zero likelihood"):
+            predict_proba(x, mean, var, log_prior, out=out)
+    finally:
+        gaussmle._core.set_simd_level(None)
+    assert (out == 7.0).all()
 
 
 # ---------------------------------------------------------------- a class never seen
