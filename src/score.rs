@@ -426,6 +426,21 @@ fn zero_likelihood_row<const R: usize>(
     (0..rows).find(|&r| (0..n_classes).all(|c| lane_row::<R>(scores, c)[r] == f64::NEG_INFINITY))
 }
 
+/// The first of `values[..valid]` that is −inf: a branch-free test of all `R` lanes first (it
+/// vectorises; an early-exit search over the tile cost ~8% of two-class posteriors at d = 2),
+/// then the search only when one is.
+#[inline(always)]
+fn first_negative_infinity<const R: usize>(values: &[f64; R], valid: usize) -> Option<usize> {
+    let any = values
+        .iter()
+        .fold(false, |any, &v| any | (v == f64::NEG_INFINITY));
+    if any {
+        values[..valid].iter().position(|&v| v == f64::NEG_INFINITY)
+    } else {
+        None
+    }
+}
+
 /// A fixed-size view of tile row-vector `c` of `scores`.
 #[inline(always)]
 fn lane_row<const R: usize>(scores: &[f64], c: usize) -> &[f64; R] {
@@ -588,7 +603,7 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                 p_win[r] = if better { pc } else { p_win[r] };
             }
         }
-        if let Some(r) = (0..valid).find(|&r| max[r] == f64::NEG_INFINITY) {
+        if let Some(r) = first_negative_infinity(&max, valid) {
             return Err(GaussError::NoFiniteLikelihood {
                 row: self.chunk_offset + row0 + r,
             });
@@ -607,8 +622,12 @@ impl<T: Element> MatrixSink<'_, '_, T> {
         if n_classes == 2 {
             // Two classes: one exp per row (the loser's), where the loop below also computes
             // the winner's exp(0) = 1; the same values, in the same order of operations.
-            let (s0, rest_of_scores) = scores.split_at_mut(R);
-            let s1 = &mut rest_of_scores[..R];
+            // Fixed-size rows, so that the loop vectorises (slices kept it scalar).
+            let (first, others) = scores.split_at_mut(R);
+            let s0: &mut [f64; R] = first.try_into().unwrap_or_else(|_| unreachable!());
+            let s1: &mut [f64; R] = (&mut others[..R])
+                .try_into()
+                .unwrap_or_else(|_| unreachable!());
             for r in 0..R {
                 let one_wins = s1[r] > s0[r];
                 let (top, low) = if one_wins {
@@ -1072,7 +1091,7 @@ impl TileSink for PredictSink<'_, '_> {
                 index[r] = if better { c as i64 } else { index[r] };
             }
         }
-        if let Some(r) = (0..valid).find(|&r| best[r] == f64::NEG_INFINITY) {
+        if let Some(r) = first_negative_infinity(&best, valid) {
             return Err(GaussError::NoFiniteLikelihood {
                 row: self.chunk_offset + row0 + r,
             });
