@@ -138,14 +138,17 @@ COLUMNS = [
 ]
 
 
+# Two worker threads for the two-thread X.sum(), shared by every shape and run.
+SUM_POOL = ThreadPoolExecutor(2)
+
+
 def two_thread_sum(X: Any) -> Callable[[], Any]:
     """X.sum() as two halves on two threads (numpy releases the GIL in the reduction): the
     machine's streaming-read limit for two threads, the floor of a two-thread fit."""
-    pool = ThreadPoolExecutor(2)
     half = X.shape[0] // 2
 
     def run() -> Any:
-        parts = [pool.submit(X[:half].sum), pool.submit(X[half:].sum)]
+        parts = [SUM_POOL.submit(X[:half].sum), SUM_POOL.submit(X[half:].sum)]
         return sum(p.result() for p in parts)
 
     return run
