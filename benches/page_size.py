@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python benches/page_size.py                 # 1e6x32x10 and 1e5x784x10, float64
     .venv/bin/python benches/page_size.py 2e5x64x100 --rounds 6
 
-numpy asks the kernel for transparent huge pages (``madvise``) for every large array, so
+numpy asks the kernel for transparent huge pages (``madvise``) for arrays of 4 MiB and up, so
 ``X.sum()`` in the report streams from 2 MiB pages. A prototype that allocates with a plain
 ``Vec`` or ``malloc`` gets 4 KiB pages when THP is in ``madvise`` mode (as here), where the
 same streaming read is slower. This script copies the same data into both kinds of array and
