@@ -5,6 +5,7 @@ the core level: the Rust pools, immutable scorers and statistics, and caller-own
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
@@ -93,13 +94,20 @@ def test_keyboard_interrupt_during_a_long_call_is_delivered_and_harmless() -> No
     expected = class_stats(x, y, 1)
     timer = threading.Timer(0.05, _thread.interrupt_main)
     result = None
-    timer.start()
+    # interrupt_main() does nothing unless Python's own SIGINT handler is installed (a library
+    # loaded by an earlier test may have replaced it), and it does not wake a sleeping thread:
+    # so install the handler for this test and sleep in short steps.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
+            timer.start()
             result = class_stats(x, y, 1)
-            time.sleep(5)  # the interrupt arrives here at the latest
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the interrupt arrives here at the latest
+                time.sleep(0.01)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     if result is not None:  # the call completed before the interrupt was handled
         np.testing.assert_array_equal(result.m2, expected.m2)
     after = class_stats(x, y, 1)
