@@ -94,9 +94,10 @@ def test_keyboard_interrupt_during_a_long_call_is_delivered_and_harmless() -> No
     expected = class_stats(x, y, 1)
     timer = threading.Timer(0.05, _thread.interrupt_main)
     result = None
-    # interrupt_main() does nothing unless Python's own SIGINT handler is installed (a library
-    # loaded by an earlier test may have replaced it), and it does not wake a sleeping thread:
-    # so install the handler for this test and sleep in short steps.
+    # interrupt_main() raises KeyboardInterrupt only while Python's own SIGINT handler is
+    # installed (under SIG_IGN/SIG_DFL it does nothing, and a library may have replaced it),
+    # and it does not wake a sleeping thread: so install the handler for this test and sleep
+    # in short steps. (This test failed once in a clean-clone run, cause not found.)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
