@@ -16,12 +16,12 @@ compared with the right baseline. Best of 7 per cell, several rounds.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from typing import Any
 
 import gaussmle
 import numpy as np
+import report  # benches/report.py: this script's directory is on sys.path
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _set_madvise_hugepage
@@ -29,13 +29,9 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _set_madvise_hugepage
 
 
-def best(fn: Callable[[], Any], k: int = 7) -> float:
-    times = []
-    for _ in range(k):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def best(fn: Callable[[], Any]) -> float:
+    """Best of 7 runs (the report's timer, without its time budget)."""
+    return report.best(fn, k=7, budget=float("inf"))
 
 
 def copy_with_pages(src: Any, huge: bool) -> Any:
