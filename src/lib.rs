@@ -6,6 +6,7 @@
 
 pub mod element;
 pub mod error;
+pub mod exact;
 pub mod labels;
 pub mod score;
 pub mod simd;

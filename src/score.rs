@@ -25,6 +25,7 @@ use rayon::prelude::*;
 
 use crate::element::Element;
 use crate::error::{GaussError, Result};
+use crate::exact;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2Lanes, Avx512Lanes};
 use crate::simd::{
@@ -33,6 +34,7 @@ use crate::simd::{
 };
 use crate::simd_dispatch;
 use crate::threads::run_in_pool;
+use num_bigint::BigInt;
 
 /// Classes per parameter block (accumulators per row vector in the micro-kernel).
 const CLASS_BLOCK: usize = 4;
@@ -65,6 +67,8 @@ pub struct Scorer {
     mean_rows: Vec<f64>,
     /// `1/(2 var)` rounded, `[C][d]`.
     half_inv_var_rows: Vec<f64>,
+    /// Variances, `[C][d]` (the exact tier divides by them).
+    var_rows: Vec<f64>,
 }
 
 /// What to write for each row.
@@ -187,6 +191,7 @@ impl Scorer {
         }
         let mean_rows = mean.iter().copied().collect();
         let half_inv_var_rows = var.iter().map(|&v| 0.5 / v).collect();
+        let var_rows = var.iter().copied().collect();
         Ok(Scorer {
             n_classes,
             n_features,
@@ -197,6 +202,7 @@ impl Scorer {
             half_inv_var_lo,
             mean_rows,
             half_inv_var_rows,
+            var_rows,
         })
     }
 
@@ -499,9 +505,11 @@ fn fma<L: Lanes>(a: f64, b: f64, c: f64) -> f64 {
 /// `1/(2 var)`, forms `D_c = (k_c − k_m) − (S_c − S_m)` in double-double (quadratics first)
 /// and rounds once. Its error is about `d·u²·(S_c + S_m)` absolute: a few `u` relative for
 /// any `|J|` up to ~10¹⁵·|D_c|, and exact when two classes share the same quadratic sum
-/// (identical means and variances) however large it is. Beyond that, f64 parameters
-/// cannot give O(1) gaps (their spacing at |μ| ~ 1e76 already moves `S` by ~1e136). For
-/// ordinary data (|J| up to ~10³) no row takes that path.
+/// (identical means and variances) however large it is. Beyond that (a row 1e12 from two
+/// classes whose means differ by 1e-12 has |J| ~ 1e24 and an O(1) gap; a reviewer measured
+/// p off by 5e-8 there, and by 1.5e-3 at 1e14), the gaps are formed in exact integer
+/// arithmetic instead ([`MatrixSink::exact_gaps`], [`crate::exact`]). For ordinary data
+/// (|J| up to ~10³) no row takes either path.
 struct MatrixSink<'a, 'o, T: Element> {
     kind: MatrixKind,
     out: &'a mut ArrayViewMut2<'o, T>,
@@ -920,17 +928,32 @@ impl<T: Element> MatrixSink<'_, '_, T> {
             }
         }
         let Some(m) = best else { return };
-        let shifted: Vec<f64> = (0..n_classes)
-            .map(|c| {
-                if c == m {
-                    0.0
-                } else if acc[c].hi.is_finite() {
-                    gap(c, m).to_f64()
-                } else {
-                    f64::NEG_INFINITY
-                }
-            })
-            .collect();
+        // The double-double gaps are within (8d + 32)·u²·(S_c + S_m) (the middle tier's
+        // bound); where that may reach the tolerance (rows ~1e12 from their classes with O(1)
+        // gaps between them, say), the gaps are formed exactly instead.
+        let u2 = UNIT_ROUNDOFF * UNIT_ROUNDOFF;
+        let largest = acc
+            .iter()
+            .filter(|a| a.hi.is_finite())
+            .fold(0.0f64, |b, a| b.max(a.hi));
+        let (m, shifted): (usize, Vec<f64>) =
+            if (8.0 * d as f64 + 32.0) * 2.0 * largest * u2 > 1e-3 * self.rtol {
+                let finite: Vec<bool> = acc.iter().map(|a| a.hi.is_finite()).collect();
+                self.exact_gaps::<R>(packed, r, &finite)
+            } else {
+                let gaps = (0..n_classes)
+                    .map(|c| {
+                        if c == m {
+                            0.0
+                        } else if acc[c].hi.is_finite() {
+                            gap(c, m).to_f64()
+                        } else {
+                            f64::NEG_INFINITY
+                        }
+                    })
+                    .collect();
+                (m, gaps)
+            };
         let rest: f64 = (0..n_classes)
             .filter(|&c| c != m)
             .map(|c| shifted[c].exp())
@@ -944,6 +967,65 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                 shifted - log1p_rest
             };
         }
+    }
+}
+
+impl<T: Element> MatrixSink<'_, '_, T> {
+    /// `D_c = jll_c − jll_w` for every class against the winner `w`, from exact arithmetic
+    /// ([`crate::exact`]): each jll in units of `2^-scale` (exact to `d + 2` units), the
+    /// winner the first maximum, each difference rounded once. Classes not `finite` (zero
+    /// likelihood, or a quadratic sum beyond float64) get −inf.
+    #[cold]
+    #[inline(never)]
+    fn exact_gaps<const R: usize>(
+        &self,
+        packed: &[f64],
+        r: usize,
+        finite: &[bool],
+    ) -> (usize, Vec<f64>) {
+        let sc = self.scorer;
+        let (n_classes, d) = (self.n_classes, sc.n_features);
+        let scale = exact::units_for(d);
+        let jll: Vec<Option<BigInt>> = (0..n_classes)
+            .map(|c| {
+                if !finite[c] {
+                    return None;
+                }
+                let mut units = exact::to_units(sc.log_norm[c], scale)
+                    + exact::to_units(sc.log_norm_lo[c], scale);
+                for j in 0..d {
+                    let at = c * d + j;
+                    let q = exact::quadratic_units(
+                        packed[j * R + r],
+                        sc.mean_rows[at],
+                        sc.var_rows[at],
+                        scale,
+                    );
+                    units -= BigInt::from(q);
+                }
+                Some(units)
+            })
+            .collect();
+        // The caller found a finite class, so there is a winner.
+        let mut winner = finite.iter().position(|&f| f).unwrap_or(0);
+        for (c, units) in jll.iter().enumerate() {
+            if let (Some(units), Some(best)) = (units, &jll[winner])
+                && units > best
+            {
+                winner = c;
+            }
+        }
+        let Some(top) = &jll[winner] else {
+            return (winner, vec![f64::NEG_INFINITY; n_classes]);
+        };
+        let gaps = jll
+            .iter()
+            .map(|units| match units {
+                Some(units) => exact::units_to_f64(&(units - top), scale),
+                None => f64::NEG_INFINITY,
+            })
+            .collect();
+        (winner, gaps)
     }
 }
 

@@ -574,6 +574,40 @@ def test_h2_classes_with_the_same_huge_quadratic_keep_their_prior_ratio() -> Non
     np.testing.assert_allclose(got, [[0.9, 0.1]], rtol=1e-15)
 
 
+def test_h2_rows_far_beyond_double_double_keep_their_o1_gaps_exact() -> None:
+    # Reviewer-found: rows 1e10..1e15 from classes whose means differ by ~1/distance have
+    # |jll| ~ 1e20..1e31 with O(1) gaps. Double-double quadratic sums carry ~u²·|jll| of
+    # absolute error (p was off by 5e-8 at 1e12 and 1.5e-3 at 1e14); the exact tier forms the
+    # gaps in integer arithmetic. Variances differ per feature but not per class, so the
+    # reference's 63-digit pi cancels.
+    rng = np.random.default_rng(31)
+    for d in (1, 3, 8):
+        var = np.tile(rng.uniform(0.1, 2.0, d), (3, 1))
+        for far in (1e10, 1e12, 1e14, 1e15):
+            mean = np.zeros((3, d))
+            mean[1] = rng.uniform(0.5, 3.0, d) / far
+            mean[2] = -rng.uniform(0.5, 3.0, d) / far
+            lp = np.log([0.5, 0.3, 0.2])
+            signs = np.where(rng.random((4, d)) < 0.5, -1.0, 1.0)
+            x = far * signs * (1 + 1e-3 * rng.random((4, d)))
+            assert_posteriors_relatively_exact(x, mean, var, lp, digits=90)
+    # The reviewer's row, two classes, and the same row as float32 input.
+    x1, mu, v = 998398686108.3845, 7e-13, 0.1
+    mean, var, lp = np.array([[0.0], [mu]]), np.full((2, 1), v), np.log([0.5, 0.5])
+    assert_posteriors_relatively_exact(np.array([[x1]]), mean, var, lp, digits=90)
+    # float32 input gives float32 output: within one float32 ulp of exact.
+    x32 = np.array([[x1]], dtype=np.float32)
+    exact = decimal_log_proba(x32, mean, var, lp, digits=90)
+    exact_lp = np.array([[float(v) for v in row] for row in exact])
+    exact_p = np.array([[float(v.exp()) for v in row] for row in exact])
+    for got, want in (
+        (predict_log_proba(x32, mean, var, lp), exact_lp),
+        (predict_proba(x32, mean, var, lp), exact_p),
+    ):
+        ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+        assert got.dtype == np.float32 and np.all(np.abs(got - want) <= ulp), (got, want)
+
+
 def test_h2_near_ties_at_large_magnitude() -> None:
     # Two classes 2 apart, x within 1e-9 of the midpoint, 1e6 sigma from both means:
     # log p ~ -log 2 +- 1e-3 and the fast path's D has error ~1e-4 relative.
