@@ -57,9 +57,19 @@ impl fmt::Display for GaussError {
                 row,
                 label,
                 n_classes,
+            } if *n_classes == 0 => write!(
+                f,
+                "label {label} at row {row} is out of range: there are no classes (n_classes = 0)"
+            ),
+            GaussError::LabelOutOfRange {
+                row,
+                label,
+                n_classes,
             } => write!(
                 f,
-                "label {label} at row {row} is out of range: class codes must be in 0..{n_classes}"
+                "label {label} at row {row} is out of range: class codes must be between 0 and \
+                 {} (n_classes = {n_classes})",
+                n_classes - 1
             ),
             GaussError::BadWeight { row, value } => write!(
                 f,

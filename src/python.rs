@@ -4,7 +4,7 @@
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use numpy::{
     PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1,
-    PyReadwriteArray2, PyUntypedArrayMethods,
+    PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -109,9 +109,22 @@ fn matrix<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Matrix<'py>> {
             .map(Matrix::F32)
             .map_err(|_| borrow_error(name));
     }
+    check_2d(obj, name)?;
     Err(PyTypeError::new_err(format!(
         "{name} must be a 2-D numpy array of float32 or float64 in native byte order"
     )))
+}
+
+/// A numpy array of another rank is a `ValueError`, as in the function API (the wrong dtype or
+/// type stays a `TypeError`).
+fn check_2d(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<()> {
+    match obj.cast::<PyUntypedArray>() {
+        Ok(a) if a.ndim() != 2 => Err(PyValueError::new_err(format!(
+            "{name} must be a 2-D array; got {}-D",
+            a.ndim()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn out_matrix<'py>(obj: &Bound<'py, PyAny>) -> PyResult<OutMatrix<'py>> {
@@ -129,6 +142,7 @@ fn out_matrix<'py>(obj: &Bound<'py, PyAny>) -> PyResult<OutMatrix<'py>> {
             .map(OutMatrix::F32)
             .map_err(|_| borrow_error("out"));
     }
+    check_2d(obj, "out")?;
     Err(PyTypeError::new_err(
         "out must be a writable 2-D numpy array of float32 or float64 in native byte order",
     ))
@@ -340,6 +354,20 @@ fn set_simd_level(level: Option<&str>) -> PyResult<&'static str> {
     Ok(simd::set_active_level(parsed).name())
 }
 
+/// Why `GAUSSMLE_SIMD` is ignored (set, not empty, and not a level name), or `None`.
+#[pyfunction]
+fn simd_env_problem() -> Option<String> {
+    let value = std::env::var(simd::SIMD_ENV).ok()?;
+    if value.trim().is_empty() || SimdLevel::parse(&value).is_some() {
+        return None;
+    }
+    Some(format!(
+        "{}={value:?} is not a SIMD level ('scalar', 'avx2' or 'avx512') and is ignored: the \
+         kernels use the widest level this CPU supports",
+        simd::SIMD_ENV
+    ))
+}
+
 #[pyfunction]
 fn available_simd_levels() -> Vec<&'static str> {
     simd::available_levels()
@@ -349,8 +377,8 @@ fn available_simd_levels() -> Vec<&'static str> {
 }
 
 #[pyfunction]
-fn default_n_threads() -> usize {
-    threads::default_threads()
+fn default_n_threads() -> PyResult<usize> {
+    Ok(threads::default_threads()?)
 }
 
 /// Precomputed diagonal-Gaussian scoring parameters (immutable, thread-safe).
@@ -505,7 +533,7 @@ mod _core {
     #[pymodule_export]
     use super::{
         GaussianScorer, available_simd_levels, class_stats, default_n_threads, encode_labels,
-        merge_stats, set_simd_level, simd_level,
+        merge_stats, set_simd_level, simd_env_problem, simd_level,
     };
 
     #[pymodule_export]

@@ -26,18 +26,27 @@ pub fn resolve_threads(requested: Option<i64>) -> Result<usize> {
         Some(n) => Err(GaussError::BadParameter {
             what: format!("n_threads must be a positive integer, -1 (all cores) or None; got {n}"),
         }),
-        None => Ok(default_threads()),
+        None => default_threads(),
     }
 }
 
-/// Threads used when none are requested: `GAUSSMLE_NUM_THREADS` if it is a positive integer,
-/// otherwise all cores.
-pub fn default_threads() -> usize {
-    std::env::var(THREADS_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n >= 1)
-        .map_or_else(all_cores, |n| n.min(all_cores()))
+/// Threads used when none are requested: `GAUSSMLE_NUM_THREADS` (capped at the cores), or all
+/// cores when it is unset or empty. Any other value that is not a positive integer is an error
+/// naming the variable, as an explicit `n_threads` of 0 is: a typo should not silently mean
+/// "all cores".
+pub fn default_threads() -> Result<usize> {
+    let value = match std::env::var(THREADS_ENV) {
+        Err(std::env::VarError::NotPresent) => return Ok(all_cores()),
+        Err(std::env::VarError::NotUnicode(v)) => v.to_string_lossy().into_owned(),
+        Ok(v) if v.trim().is_empty() => return Ok(all_cores()),
+        Ok(v) => v,
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n.min(all_cores())),
+        _ => Err(GaussError::BadParameter {
+            what: format!("{THREADS_ENV} must be a positive integer or unset; got {value:?}"),
+        }),
+    }
 }
 
 /// All cores, read once: `available_parallelism` parses cgroup files on Linux, which costs tens

@@ -143,3 +143,21 @@ def test_exception_in_a_python_producer_keeps_earlier_statistics() -> None:
     )
     np.testing.assert_allclose(acc.m2, whole.m2, rtol=1e-13)
     np.testing.assert_array_equal(acc.weight, whole.weight)
+
+
+def test_label_and_rank_errors_name_the_valid_range() -> None:
+    x = np.ones((3, 2))
+    with pytest.raises(ValueError, match=r"label 3 at row 2 .* between 0 and 2 \(n_classes = 3\)"):
+        gaussmle.class_stats(x, [0, 1, 3], 3)
+    with pytest.raises(ValueError, match=r"no classes \(n_classes = 0\)"):
+        gaussmle.class_stats(x, [0, 1, 0], 0)
+    # The scorer's methods take float32/float64 arrays as they are: another rank is a
+    # ValueError as in the function API, another dtype or type a TypeError.
+    scorer = gaussmle.make_scorer(np.zeros((2, 2)), np.ones((2, 2)), np.log([0.5, 0.5]))
+    for method in (scorer.proba, scorer.predict, scorer.log_proba, scorer.joint_log_likelihood):
+        with pytest.raises(ValueError, match="X must be a 2-D array; got 3-D"):
+            method(np.ones((3, 2, 2)))
+        with pytest.raises(TypeError, match="float32 or float64"):
+            method(np.ones((3, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="out must be a 2-D array; got 1-D"):
+        scorer.proba(np.ones((3, 2)), np.empty(6))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import gaussmle
 import numpy as np
@@ -53,3 +55,47 @@ def test_minus_one_and_numpy_integers_are_accepted() -> None:
     b = gaussmle.class_stats(x, y, 3, n_threads=np.int64(2))
     np.testing.assert_array_equal(a.mean, b.mean)
     assert gaussmle.default_n_threads() <= CORES
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "2.5"])
+def test_a_bad_thread_count_in_the_environment_is_a_value_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    x, y = _data()
+    monkeypatch.setenv("GAUSSMLE_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=f'GAUSSMLE_NUM_THREADS .* got "{value}"'):
+        gaussmle.class_stats(x[:10], y[:10], 3)
+    with pytest.raises(ValueError, match="GAUSSMLE_NUM_THREADS"):
+        gaussmle.default_n_threads()
+    # An explicit count does not read the variable.
+    assert gaussmle.class_stats(x[:10], y[:10], 3, n_threads=1).weight.sum() == 10
+
+
+def test_an_empty_thread_count_in_the_environment_means_all_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GAUSSMLE_NUM_THREADS", raising=False)
+    all_cores = gaussmle.default_n_threads()
+    monkeypatch.setenv("GAUSSMLE_NUM_THREADS", "  ")
+    assert gaussmle.default_n_threads() == all_cores
+    monkeypatch.setenv("GAUSSMLE_NUM_THREADS", "1")
+    assert gaussmle.default_n_threads() == 1
+
+
+def test_an_unknown_simd_level_in_the_environment_warns_at_import() -> None:
+    def run(value: str, code: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "GAUSSMLE_SIMD": value}
+        return subprocess.run(
+            [sys.executable, "-W", "error::RuntimeWarning", "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    bad = run("sse9", "import gaussmle")
+    assert bad.returncode != 0 and 'GAUSSMLE_SIMD="sse9" is not a SIMD level' in bad.stderr
+    # A known name (any case) is accepted silently and caps the level.
+    good = run(" Scalar ", "import gaussmle; print(gaussmle.simd_level())")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.strip() == "scalar"

@@ -8,9 +8,16 @@ estimator and is imported lazily, so scikit-learn is needed only when it is used
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
-from gaussmle._core import GaussianScorer, __version__, default_n_threads, simd_level
+from gaussmle._core import (
+    GaussianScorer,
+    __version__,
+    default_n_threads,
+    simd_env_problem,
+    simd_level,
+)
 from gaussmle.scoring import (
     joint_log_likelihood,
     make_scorer,
@@ -22,6 +29,11 @@ from gaussmle.stats import ClassStats, class_stats
 
 if TYPE_CHECKING:
     from gaussmle.estimator import GaussianNB
+
+# A mistyped GAUSSMLE_SIMD only caps nothing (the kernels stay correct), so it is a warning,
+# once, at import; a bad GAUSSMLE_NUM_THREADS is a ValueError at the first call that uses it.
+if (_problem := simd_env_problem()) is not None:
+    warnings.warn(_problem, RuntimeWarning, stacklevel=2)
 
 __all__ = [
     "ClassStats",

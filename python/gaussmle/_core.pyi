@@ -69,11 +69,17 @@ def set_simd_level(level: str | None) -> str:
     """Test hook: force a SIMD level (clamped to what the CPU supports); ``None`` restores
     automatic detection. Returns the level now in effect."""
 
+def simd_env_problem() -> str | None:
+    """Why ``GAUSSMLE_SIMD`` is ignored (set, not empty, and not a level name), else None."""
+
 def available_simd_levels() -> list[str]:
     """The SIMD levels this CPU can run, lowest first."""
 
 def default_n_threads() -> int:
-    """Threads used when ``n_threads`` is None: ``GAUSSMLE_NUM_THREADS`` or all cores."""
+    """Threads used when ``n_threads`` is None: ``GAUSSMLE_NUM_THREADS`` or all cores.
+
+    Raises ``ValueError`` if ``GAUSSMLE_NUM_THREADS`` is set to anything but a positive
+    integer (empty counts as unset)."""
 
 @final
 class GaussianScorer:

@@ -151,6 +151,7 @@ def run_demo(
         f"(priors: purple {prior[0]:.2f}, yellow {prior[1]:.2f})"
     )
     say(f"  accuracy: {accuracy:.3f} ({correct} of {y_new.shape[0]} colours right)")
+    say("  the five least certain skittles, then the two most certain ones:")
     say(f"  {'lift':>6} {'elegance':>8} {'P(purple)':>10} {'P(yellow)':>10}  {'guess':<7} truth")
     # The five skittles the model was least sure about, then two easy ones.
     order = np.argsort(np.abs(proba[:, 0] - 0.5))
