@@ -314,6 +314,75 @@ pub const MAX_TABLE_CELLS: usize = 1 << 28;
 /// Serial below this many elements: the pool hand-off costs more than it saves.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 
+/// Weights inside which no class is rescaled: products with them stay in float64's normal
+/// range for any data within `2^±700`.
+const UNSCALED_WEIGHTS: std::ops::RangeInclusive<f64> =
+    8.636168555094445e-78..=1.157920892373162e77; // 2^-256 ..= 2^256
+
+/// `2^k` for `k` in `-1074..=1023`, exactly.
+fn pow2(k: i32) -> f64 {
+    if k >= -1022 {
+        f64::from_bits(((1023 + k) as u64) << 52)
+    } else {
+        f64::from_bits(1u64 << (k + 1074))
+    }
+}
+
+/// Per-class powers of two for the weights, and their inverses: `None` when every positive
+/// weight is in [`UNSCALED_WEIGHTS`]; else each class's largest weight is brought into
+/// `[1, 4)`. The statistics do not depend on the weights' scale, but the kernels form
+/// `w·(x − K)` and `w·(x − K)²`, which lose digits below float64's normal range (subnormal
+/// weights made means 14% wrong) and overflow above it; scaling by a power of two is exact
+/// and is undone on the weights and `m2` at the end. An `m2 = W·var` that the caller's
+/// weights put below ~2.2e-308 (weights 1e-200 with a variance of 1e-200, or three weights of
+/// 5e-324) cannot be represented to full precision: that is a `WeightUnderflow` error.
+fn weight_scales<E: Element, L: Label>(input: FitInput<'_, E, L>) -> Option<(Vec<f64>, Vec<f64>)> {
+    let w = input.weights?;
+    let positive = |v: &&f64| v.is_finite() && **v > 0.0;
+    if w.iter()
+        .filter(positive)
+        .all(|v| UNSCALED_WEIGHTS.contains(v))
+    {
+        return None;
+    }
+    let mut largest = vec![0.0f64; input.n_classes];
+    for (&v, label) in w.iter().zip(input.labels.iter()) {
+        let c = label.to_i64();
+        // Bad labels and weights are reported by the main pass.
+        if v.is_finite() && v > 0.0 && (0..input.n_classes as i64).contains(&c) {
+            largest[c as usize] = largest[c as usize].max(v);
+        }
+    }
+    let exponents: Vec<i32> = largest
+        .iter()
+        .map(|&m| {
+            if m > 0.0 {
+                (m.log2().floor() as i32).clamp(-1022, 1022)
+            } else {
+                0
+            }
+        })
+        .collect();
+    Some((
+        exponents.iter().map(|&e| pow2(-e)).collect(),
+        exponents.iter().map(|&e| pow2(e)).collect(),
+    ))
+}
+
+/// The per-class weight factors of [`weight_scales`] (none: weights as given).
+#[derive(Clone, Copy)]
+struct WeightScale<'a>(Option<&'a [f64]>);
+
+impl WeightScale<'_> {
+    #[inline(always)]
+    fn apply(self, weight: f64, class: usize) -> f64 {
+        match self.0 {
+            Some(s) => weight * s[class],
+            None => weight,
+        }
+    }
+}
+
 /// Per-class weight, mean and squared-deviation sum of `x`, in one pass, on `n_threads`
 /// threads, with kernels for `level`.
 ///
@@ -357,9 +426,11 @@ pub fn class_stats<E: Element, L: Label>(
     let block = block_rows(d, input.n_classes);
     let chunk = chunk_rows(d, block);
     let n_chunks = n.div_ceil(chunk);
+    let scales = weight_scales(input);
+    let scale = WeightScale(scales.as_ref().map(|(s, _)| s.as_slice()));
     let run_chunk = |k: usize| {
         let rows = k * chunk..((k + 1) * chunk).min(n);
-        chunk_stats(input, rows, block, level)
+        chunk_stats(input, rows, block, level, scale)
     };
     let parallel = n_threads > 1 && n_chunks > 1 && n.saturating_mul(d) >= PARALLEL_MIN_ELEMENTS;
     let partials: Vec<Result<ClassStats>> = if parallel {
@@ -375,6 +446,20 @@ pub fn class_stats<E: Element, L: Label>(
         let part = part?;
         classes.merge(&part.classes)?;
         global.merge(&part.global)?;
+    }
+    if let Some((_, undo)) = &scales {
+        // Back to the caller's weights: exact multiplications by powers of two, unless an m2
+        // falls below float64's normal range, which is an error (see `weight_scales`).
+        for (c, &f) in undo.iter().enumerate() {
+            classes.weight[c] *= f;
+            for v in &mut classes.m2[c * d..(c + 1) * d] {
+                let scaled = *v;
+                *v *= f;
+                if scaled >= f64::MIN_POSITIVE && *v < f64::MIN_POSITIVE {
+                    return Err(GaussError::WeightUnderflow { class: c });
+                }
+            }
+        }
     }
     if input.weights.is_none() {
         // Unweighted: the global statistics are the pooled class statistics, exactly.
@@ -571,6 +656,7 @@ fn chunk_stats<E: Element, L: Label>(
     rows: std::ops::Range<usize>,
     block: usize,
     level: SimdLevel,
+    scale: WeightScale<'_>,
 ) -> Result<ClassStats> {
     let d = input.x.ncols();
     let mut stats = ClassStats {
@@ -585,7 +671,7 @@ fn chunk_stats<E: Element, L: Label>(
         } else if streamed_fits(input.n_classes, d, weighted, std::mem::size_of::<E>()) {
             chunk_streamed(input, rows.clone(), level)?
         } else {
-            chunk_bucketed(input, rows.clone(), level)?
+            chunk_bucketed(input, rows.clone(), level, scale)?
         };
         if let Some(stats) = fast {
             return Ok(stats);
@@ -597,7 +683,7 @@ fn chunk_stats<E: Element, L: Label>(
     let mut start = rows.start;
     while start < rows.end {
         let end = (start + block).min(rows.end);
-        load_codes_and_weights(input, start..end, &mut scratch)?;
+        load_codes_and_weights(input, start..end, &mut scratch, scale)?;
         let x_block = input.x.slice(ndarray::s![start..end, ..]);
         let weighted = input.weights.is_some();
         if !block_onepass(&stats, x_block, weighted, &mut scratch, level) {
@@ -622,7 +708,7 @@ fn chunk_stats<E: Element, L: Label>(
         // deviations, or near-subnormal weights): redo the chunk row by row with the merge
         // update, which never forms w·(x − K). If the statistics themselves exceed float64,
         // the caller's final check reports the overflow.
-        return Ok(chunk_stats_rowwise(input, rows));
+        return Ok(chunk_stats_rowwise(input, rows, scale));
     }
     Ok(stats)
 }
@@ -633,6 +719,7 @@ fn chunk_stats<E: Element, L: Label>(
 fn chunk_stats_rowwise<E: Element, L: Label>(
     input: FitInput<'_, E, L>,
     rows: std::ops::Range<usize>,
+    scale: WeightScale<'_>,
 ) -> ClassStats {
     let d = input.x.ncols();
     let mut stats = ClassStats {
@@ -647,7 +734,7 @@ fn chunk_stats_rowwise<E: Element, L: Label>(
         }
         // Labels and weights were validated by the main pass.
         let class = input.labels[row].to_i64() as usize;
-        let weight = input.weights.map_or(1.0, |w| w[row]);
+        let weight = input.weights.map_or(1.0, |w| scale.apply(w[row], class));
         let span = class * d..(class + 1) * d;
         let classes = &mut stats.classes;
         merge_group(
@@ -685,6 +772,7 @@ fn load_codes_and_weights<E: Element, L: Label>(
     input: FitInput<'_, E, L>,
     rows: std::ops::Range<usize>,
     scratch: &mut BlockScratch,
+    scale: WeightScale<'_>,
 ) -> Result<()> {
     scratch.codes.clear();
     scratch.row_weights.clear();
@@ -692,12 +780,12 @@ fn load_codes_and_weights<E: Element, L: Label>(
         scratch.codes.push(class_code(input, row)?);
     }
     if let Some(w) = input.weights {
-        for row in rows {
+        for (row, &c) in rows.zip(&scratch.codes) {
             let value = w[row];
             if !(value.is_finite() && value >= 0.0) {
                 return Err(GaussError::BadWeight { row, value });
             }
-            scratch.row_weights.push(value);
+            scratch.row_weights.push(scale.apply(value, c));
         }
     }
     Ok(())
@@ -1921,6 +2009,7 @@ fn bucket_block<E: Element, L: Label>(
     rows: std::ops::Range<usize>,
     scratch: &mut BlockScratch,
     prefetch: &mut Prefetcher,
+    scale: WeightScale<'_>,
 ) -> Result<()> {
     let BlockScratch {
         codes,
@@ -1967,12 +2056,12 @@ fn bucket_block<E: Element, L: Label>(
     }
     row_weights.clear();
     if let Some(w) = input.weights {
-        for row in rows.clone() {
+        for (row, &c) in rows.clone().zip(codes.iter()) {
             let value = w[row];
             if !(value.is_finite() && value >= 0.0) {
                 return Err(GaussError::BadWeight { row, value });
             }
-            row_weights.push(value);
+            row_weights.push(scale.apply(value, c));
         }
     }
     buckets.clear();
@@ -2161,6 +2250,7 @@ fn chunk_bucketed<E: Element, L: Label>(
     input: FitInput<'_, E, L>,
     rows: std::ops::Range<usize>,
     level: SimdLevel,
+    scale: WeightScale<'_>,
 ) -> Result<Option<ClassStats>> {
     let d = input.x.ncols();
     let weighted = input.weights.is_some();
@@ -2190,7 +2280,7 @@ fn chunk_bucketed<E: Element, L: Label>(
         // this Zen 4 core's 1 MiB L2; 64-row blocks that fit measured only ~5% faster there,
         // and smaller blocks were slower at C = 100.)
         prefetch.open_window(here, 2 * block * d * std::mem::size_of::<E>());
-        bucket_block(input, start..end, &mut scratch, &mut prefetch)?;
+        bucket_block(input, start..end, &mut scratch, &mut prefetch, scale)?;
         let x_block = input.x.slice(ndarray::s![start..end, ..]);
         let mut view = BucketBlock {
             base: x_block.as_ptr(),
