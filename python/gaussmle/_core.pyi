@@ -19,6 +19,7 @@ __all__ = [
     "encode_labels",
     "merge_stats",
     "set_simd_level",
+    "simd_env_problem",
     "simd_level",
 ]
 
