@@ -314,10 +314,9 @@ pub const MAX_TABLE_CELLS: usize = 1 << 28;
 /// Serial below this many elements: the pool hand-off costs more than it saves.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 
-/// Weights inside which no class is rescaled: products with them stay in float64's normal
-/// range for any data within `2^±700`.
-const UNSCALED_WEIGHTS: std::ops::RangeInclusive<f64> =
-    8.636168555094445e-78..=1.157920892373162e77; // 2^-256 ..= 2^256
+/// Biased float64 exponents of the weights with which no class is rescaled (`[2^-256,
+/// 2^257)`): products with them stay in float64's normal range for any data within `2^±700`.
+const UNSCALED_EXPONENTS: std::ops::RangeInclusive<u64> = 767..=1279;
 
 /// `2^k` for `k` in `-1074..=1023`, exactly.
 fn pow2(k: i32) -> f64 {
@@ -328,8 +327,8 @@ fn pow2(k: i32) -> f64 {
     }
 }
 
-/// Per-class powers of two for the weights, and their inverses: `None` when every positive
-/// weight is in [`UNSCALED_WEIGHTS`]; else each class's largest weight is brought into
+/// Per-class powers of two for the weights, and their inverses: `None` when every non-zero
+/// weight has an exponent in [`UNSCALED_EXPONENTS`]; else each class's largest weight is brought into
 /// `[1, 4)`. The statistics do not depend on the weights' scale, but the kernels form
 /// `w·(x − K)` and `w·(x − K)²`, which lose digits below float64's normal range (subnormal
 /// weights made means 14% wrong) and overflow above it; scaling by a power of two is exact
@@ -338,11 +337,16 @@ fn pow2(k: i32) -> f64 {
 /// 5e-324) cannot be represented to full precision: that is a `WeightUnderflow` error.
 fn weight_scales<E: Element, L: Label>(input: FitInput<'_, E, L>) -> Option<(Vec<f64>, Vec<f64>)> {
     let w = input.weights?;
-    let positive = |v: &&f64| v.is_finite() && **v > 0.0;
-    if w.iter()
-        .filter(positive)
-        .all(|v| UNSCALED_WEIGHTS.contains(v))
-    {
+    // Zero, or an exponent in range (bad weights are reported by the main pass); a fold
+    // without early exit, so that it vectorises: one read of the weights.
+    let in_range = |ok: bool, v: &f64| {
+        ok & (*v == 0.0 || UNSCALED_EXPONENTS.contains(&((v.to_bits() >> 52) & 0x7ff)))
+    };
+    let all_in_range = match w.as_slice() {
+        Some(values) => values.iter().fold(true, in_range),
+        None => w.iter().fold(true, in_range),
+    };
+    if all_in_range {
         return None;
     }
     let mut largest = vec![0.0f64; input.n_classes];
