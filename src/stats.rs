@@ -338,7 +338,8 @@ fn pow2(k: i32) -> f64 {
 fn weight_scales<E: Element, L: Label>(input: FitInput<'_, E, L>) -> Option<(Vec<f64>, Vec<f64>)> {
     let w = input.weights?;
     // Zero, or an exponent in range (bad weights are reported by the main pass); a fold
-    // without early exit, so that it vectorises: one read of the weights.
+    // without early exit, so that it vectorises: one read of the weights (at 1e6 rows about
+    // the 0.16 ms of `w.sum()`, against 35 ms for the weighted fit of 1e6×32×10).
     let in_range = |ok: bool, v: &f64| {
         ok & (*v == 0.0 || UNSCALED_EXPONENTS.contains(&((v.to_bits() >> 52) & 0x7ff)))
     };
