@@ -33,8 +33,6 @@ pub enum GaussError {
     BadParameter { what: String },
     /// Finite input whose statistics exceed the float64 range.
     Overflow { what: String },
-    /// Sample weights so small that a class's `m2 = W·var` falls below float64's normal range.
-    WeightUnderflow { class: usize },
     /// Every class has zero likelihood for a row (the squared distances overflow).
     NoFiniteLikelihood { row: usize },
 }
@@ -72,13 +70,6 @@ impl fmt::Display for GaussError {
                 "label {label} at row {row} is out of range: class codes must be between 0 and \
                  {} (n_classes = {n_classes})",
                 n_classes - 1
-            ),
-            GaussError::WeightUnderflow { class } => write!(
-                f,
-                "the sample weights of class {class} are so small that its sum of squared \
-                 deviations (total weight × variance) is below float64's normal range \
-                 (2.2e-308), where the variance would lose digits; rescale sample_weight (the \
-                 fit does not depend on the weights' scale)"
             ),
             GaussError::BadWeight { row, value } => write!(
                 f,

@@ -357,7 +357,10 @@ fn set_simd_level(level: Option<&str>) -> PyResult<&'static str> {
 /// Why `GAUSSMLE_SIMD` is ignored (set, not empty, and not a level name), or `None`.
 #[pyfunction]
 fn simd_env_problem() -> Option<String> {
-    let value = std::env::var(simd::SIMD_ENV).ok()?;
+    // A value that is not UTF-8 is not a level name either.
+    let value = std::env::var_os(simd::SIMD_ENV)?
+        .to_string_lossy()
+        .into_owned();
     if value.trim().is_empty() || SimdLevel::parse(&value).is_some() {
         return None;
     }
@@ -374,6 +377,13 @@ fn available_simd_levels() -> Vec<&'static str> {
         .into_iter()
         .map(SimdLevel::name)
         .collect()
+}
+
+/// All cores this process may use (what `n_threads=-1` means), whatever
+/// `GAUSSMLE_NUM_THREADS` says.
+#[pyfunction]
+fn available_cores() -> usize {
+    threads::all_cores()
 }
 
 #[pyfunction]
@@ -532,8 +542,8 @@ impl GaussianScorer {
 mod _core {
     #[pymodule_export]
     use super::{
-        GaussianScorer, available_simd_levels, class_stats, default_n_threads, encode_labels,
-        merge_stats, set_simd_level, simd_env_problem, simd_level,
+        GaussianScorer, available_cores, available_simd_levels, class_stats, default_n_threads,
+        encode_labels, merge_stats, set_simd_level, simd_env_problem, simd_level,
     };
 
     #[pymodule_export]

@@ -311,10 +311,15 @@ impl Scorer {
             .enumerate()
             .collect();
         let run = |(k, (xc, mut oc)): (usize, (ArrayView2<'_, E>, ArrayViewMut1<'_, i64>))| {
+            let (gamma, k_max, k_err) = PredictSink::certainty(self);
             let mut sink = PredictSink {
                 out: &mut oc,
                 chunk_offset: k * rows,
                 n_classes: self.n_classes,
+                scorer: self,
+                gamma,
+                k_max,
+                k_err,
             };
             self.for_each_tile(xc, k * rows, level, &mut sink)
         };
@@ -972,9 +977,8 @@ impl<T: Element> MatrixSink<'_, '_, T> {
 
 impl<T: Element> MatrixSink<'_, '_, T> {
     /// `D_c = jll_c − jll_w` for every class against the winner `w`, from exact arithmetic
-    /// ([`crate::exact`]): each jll in units of `2^-scale` (exact to `d + 2` units), the
-    /// winner the first maximum, each difference rounded once. Classes not `finite` (zero
-    /// likelihood, or a quadratic sum beyond float64) get −inf.
+    /// ([`exact_jlls`]): the winner the first maximum, each difference rounded once. Classes
+    /// not `finite` (zero likelihood, or a quadratic sum beyond float64) get −inf.
     #[cold]
     #[inline(never)]
     fn exact_gaps<const R: usize>(
@@ -983,41 +987,11 @@ impl<T: Element> MatrixSink<'_, '_, T> {
         r: usize,
         finite: &[bool],
     ) -> (usize, Vec<f64>) {
-        let sc = self.scorer;
-        let (n_classes, d) = (self.n_classes, sc.n_features);
-        let scale = exact::units_for(d);
-        let jll: Vec<Option<BigInt>> = (0..n_classes)
-            .map(|c| {
-                if !finite[c] {
-                    return None;
-                }
-                let mut units = exact::to_units(sc.log_norm[c], scale)
-                    + exact::to_units(sc.log_norm_lo[c], scale);
-                for j in 0..d {
-                    let at = c * d + j;
-                    let q = exact::quadratic_units(
-                        packed[j * R + r],
-                        sc.mean_rows[at],
-                        sc.var_rows[at],
-                        scale,
-                    );
-                    units -= BigInt::from(q);
-                }
-                Some(units)
-            })
-            .collect();
-        // The caller found a finite class, so there is a winner.
-        let mut winner = finite.iter().position(|&f| f).unwrap_or(0);
-        for (c, units) in jll.iter().enumerate() {
-            if let (Some(units), Some(best)) = (units, &jll[winner])
-                && units > best
-            {
-                winner = c;
-            }
-        }
-        let Some(top) = &jll[winner] else {
-            return (winner, vec![f64::NEG_INFINITY; n_classes]);
+        let (scale, jll) = exact_jlls(self.scorer, |j| packed[j * R + r], finite);
+        let Some(winner) = first_max(&jll) else {
+            return (0, vec![f64::NEG_INFINITY; self.n_classes]);
         };
+        let top = jll[winner].as_ref().unwrap_or_else(|| unreachable!());
         let gaps = jll
             .iter()
             .map(|units| match units {
@@ -1027,6 +1001,51 @@ impl<T: Element> MatrixSink<'_, '_, T> {
             .collect();
         (winner, gaps)
     }
+}
+
+/// The jll of each `finite` class of the row `x(0..d)`, exactly, in units of `2^-scale`
+/// ([`crate::exact`]: exact to `d + 2` units; the double-double `k_c` to its `u²`); `None`
+/// for the other classes. Returns `scale` too.
+fn exact_jlls(
+    sc: &Scorer,
+    x: impl Fn(usize) -> f64,
+    finite: &[bool],
+) -> (i64, Vec<Option<BigInt>>) {
+    let d = sc.n_features;
+    let scale = exact::units_for(d);
+    let jll = (0..sc.n_classes)
+        .map(|c| {
+            if !finite[c] {
+                return None;
+            }
+            let mut units =
+                exact::to_units(sc.log_norm[c], scale) + exact::to_units(sc.log_norm_lo[c], scale);
+            for j in 0..d {
+                let at = c * d + j;
+                units -= BigInt::from(exact::quadratic_units(
+                    x(j),
+                    sc.mean_rows[at],
+                    sc.var_rows[at],
+                    scale,
+                ));
+            }
+            Some(units)
+        })
+        .collect();
+    (scale, jll)
+}
+
+/// The first class with the largest exact jll (`None` if none is finite).
+fn first_max(jll: &[Option<BigInt>]) -> Option<usize> {
+    let mut winner: Option<usize> = None;
+    for (c, units) in jll.iter().enumerate() {
+        if let Some(units) = units
+            && winner.is_none_or(|w| jll[w].as_ref().is_some_and(|best| units > best))
+        {
+            winner = Some(c);
+        }
+    }
+    winner
 }
 
 /// `D_c = jll_c − jll_m` of class `c` against the winner `m` (jll `top`), from double-double
@@ -1140,6 +1159,25 @@ struct PredictSink<'a, 'o> {
     out: &'a mut ArrayViewMut1<'o, i64>,
     chunk_offset: usize,
     n_classes: usize,
+    scorer: &'a Scorer,
+    /// `γ = (d + 8)·u`: a rigorous bound on the relative error of a quadratic sum `S_c` of
+    /// the fast kernel (d terms, each within a few roundings).
+    gamma: f64,
+    /// `max_c k_c` and `u·max_c |k_c|` over the classes with a finite log prior.
+    k_max: f64,
+    k_err: f64,
+}
+
+impl<'a> PredictSink<'a, '_> {
+    fn certainty(scorer: &'a Scorer) -> (f64, f64, f64) {
+        let finite = scorer.log_norm[..scorer.n_classes]
+            .iter()
+            .filter(|k| k.is_finite());
+        let k_max = finite.clone().fold(f64::NEG_INFINITY, |a, &k| a.max(k));
+        let k_abs = finite.fold(0.0f64, |a, &k| a.max(k.abs()));
+        let gamma = (scorer.n_features as f64 + 8.0) * UNIT_ROUNDOFF;
+        (gamma, k_max, UNIT_ROUNDOFF * k_abs)
+    }
 }
 
 impl TileSink for PredictSink<'_, '_> {
@@ -1163,15 +1201,17 @@ impl TileSink for PredictSink<'_, '_> {
         &mut self,
         row0: usize,
         valid: usize,
-        _packed: &[f64],
+        packed: &[f64],
         scores: &mut [f64],
     ) -> Result<()> {
         let mut best = *lane_row::<R>(scores, 0);
+        let mut second = [f64::NEG_INFINITY; R];
         let mut index = [0i64; R];
         for c in 1..self.n_classes {
             let s = lane_row::<R>(scores, c);
             for r in 0..R {
                 let better = s[r] > best[r];
+                second[r] = if better { best[r] } else { second[r].max(s[r]) };
                 best[r] = if better { s[r] } else { best[r] };
                 index[r] = if better { c as i64 } else { index[r] };
             }
@@ -1180,6 +1220,29 @@ impl TileSink for PredictSink<'_, '_> {
             return Err(GaussError::NoFiniteLikelihood {
                 row: self.chunk_offset + row0 + r,
             });
+        }
+        // A row whose two best jll are closer than their rounding errors can bound (each
+        // within γ·S_c + u·|k_c|, with S_c ≤ k_max − second) gets its winner from the exact
+        // jll, so that predict agrees with the exact posteriors (a row 1e12 from two classes
+        // 1e-12 apart picked the wrong one). Branch-free over the tile; ties in ordinary data
+        // are that close only by accident.
+        let mut unsure = false;
+        let mut close = [false; R];
+        for r in 0..R {
+            let bound = 2.0 * (self.gamma * (self.k_max - second[r]) + self.k_err);
+            close[r] = (second[r] > f64::NEG_INFINITY) & (best[r] - second[r] <= bound);
+            unsure |= close[r] & (r < valid);
+        }
+        if unsure {
+            for r in (0..valid).filter(|&r| close[r]) {
+                let finite: Vec<bool> = (0..self.n_classes)
+                    .map(|c| lane_row::<R>(scores, c)[r] > f64::NEG_INFINITY)
+                    .collect();
+                let (_, jll) = exact_jlls(self.scorer, |j| packed[j * R + r], &finite);
+                if let Some(w) = first_max(&jll) {
+                    index[r] = w as i64;
+                }
+            }
         }
         match self.out.as_slice_mut() {
             Some(dst) => dst[row0..row0 + valid].copy_from_slice(&index[..valid]),

@@ -253,20 +253,44 @@ pub fn merge_group(a: GroupMut<'_>, w_b: f64, mean_b: &[f64], lo_b: &[f64], m2_b
     // mean 1e-3 merged with weight 2 and mean 0 lost 1e-12 relative; now about u).
     let from_b = w_b > w_a;
     let frac_a = w_a / total;
+    // cross = W·w_b/W', formed as the lighter weight times the heavier side's fraction (at
+    // least 1/2, so never subnormal): at most the smaller weight, so it never overflows, and
+    // accurate when the weights are 2^1022 apart (W·(w_b/W') then multiplied a subnormal
+    // fraction: var 1e-5 off). When it is a normal number the term is (δ·cross)·δ, which
+    // overflows only if the term itself does (δ·W first overflowed for W = 1e300 and δ =
+    // 3e100, term 5e181); below the normal range ((δ·W)·(w_b/W'))·δ keeps the digits. δ² is
+    // never formed.
+    let cross = if from_b { w_a * frac_b } else { w_b * frac_a };
+    let normal_cross = cross >= f64::MIN_POSITIVE;
     for j in 0..a.mean.len() {
         let delta = (mean_b[j] - a.mean[j]) + (lo_b[j] - a.mean_lo[j]);
-        // ((δ·W)·(w_b/W'))·δ rather than δ²·(W·w_b/W'): neither δ² nor a subnormal product
-        // of tiny weights is formed when the whole term is representable.
-        a.m2[j] += m2_b[j] + ((delta * w_a) * frac_b) * delta;
-        let (hi, lo) = if from_b {
-            two_sum(mean_b[j], lo_b[j] - delta * frac_a)
+        let term = if normal_cross {
+            (delta * cross) * delta
         } else {
-            two_sum(a.mean[j], a.mean_lo[j] + delta * frac_b)
+            ((delta * w_a) * frac_b) * delta
+        };
+        a.m2[j] += m2_b[j] + term;
+        let (hi, lo) = if from_b {
+            two_sum(mean_b[j], lo_b[j] - share(delta, w_a, frac_a, total))
+        } else {
+            two_sum(a.mean[j], a.mean_lo[j] + share(delta, w_b, frac_b, total))
         };
         a.mean[j] = hi;
         a.mean_lo[j] = lo;
     }
     *a.weight = total;
+}
+
+/// `δ·w/W'` (the lighter side's pull on the merged mean) from `frac = w/W'`, or as `(δ·w)/W'`
+/// when `frac` is below float64's normal range and would lose digits (parts whose weights are
+/// more than 2^1022 apart: the merged mean was 1e-5 off).
+#[inline(always)]
+fn share(delta: f64, w: f64, frac: f64, total: f64) -> f64 {
+    if frac >= f64::MIN_POSITIVE || frac == 0.0 {
+        delta * frac
+    } else {
+        (delta * w) / total
+    }
 }
 
 /// Per-class statistics plus the unweighted statistics of all rows (which `var_smoothing`
@@ -327,14 +351,18 @@ fn pow2(k: i32) -> f64 {
     }
 }
 
-/// Per-class powers of two for the weights, and their inverses: `None` when every non-zero
-/// weight has an exponent in [`UNSCALED_EXPONENTS`]; else each class's largest weight is brought into
-/// `[1, 4)`. The statistics do not depend on the weights' scale, but the kernels form
-/// `w·(x − K)` and `w·(x − K)²`, which lose digits below float64's normal range (subnormal
-/// weights made means 14% wrong) and overflow above it; scaling by a power of two is exact
-/// and is undone on the weights and `m2` at the end. An `m2 = W·var` that the caller's
-/// weights put below ~2.2e-308 (weights 1e-200 with a variance of 1e-200, or three weights of
-/// 5e-324) cannot be represented to full precision: that is a `WeightUnderflow` error.
+/// Per-class powers of two for the weights, and their inverses, or `None` when every non-zero
+/// weight has an exponent in [`UNSCALED_EXPONENTS`]. The statistics do not depend on the
+/// weights' scale, but the kernels form `w·(x − K)` and `w·(x − K)²`, which lose digits below
+/// float64's normal range (three subnormal weights made a mean 14% wrong) and overflow above
+/// it. A class all of whose positive weights lie below `2^-256` (or at or above `2^257`) is
+/// scaled by the power of two that brings its largest weight into `[1, 4)`: exact, and undone
+/// on its weight and `m2` at the end, so the results equal those of the unscaled arithmetic
+/// wherever that does not under- or overflow. A class with weights on both sides keeps them
+/// (one scale cannot keep weights 2^1022 apart in range, and pushing the small ones below the
+/// normal range would lose what the unscaled sums keep). The decision depends only on the
+/// class's own weights. Left as a documented limit: `m2 = W·var` itself below ~2.2e-308
+/// (weights 1e-200 with a variance of 1e-200) has fewer digits, as any float64 that small.
 fn weight_scales<E: Element, L: Label>(input: FitInput<'_, E, L>) -> Option<(Vec<f64>, Vec<f64>)> {
     let w = input.weights?;
     // Zero, or an exponent in range (bad weights are reported by the main pass); a fold
@@ -350,19 +378,23 @@ fn weight_scales<E: Element, L: Label>(input: FitInput<'_, E, L>) -> Option<(Vec
     if all_in_range {
         return None;
     }
+    let (low, high) = (pow2(-256), pow2(257));
+    let mut smallest = vec![f64::INFINITY; input.n_classes];
     let mut largest = vec![0.0f64; input.n_classes];
     for (&v, label) in w.iter().zip(input.labels.iter()) {
         let c = label.to_i64();
         // Bad labels and weights are reported by the main pass.
         if v.is_finite() && v > 0.0 && (0..input.n_classes as i64).contains(&c) {
+            smallest[c as usize] = smallest[c as usize].min(v);
             largest[c as usize] = largest[c as usize].max(v);
         }
     }
-    let exponents: Vec<i32> = largest
+    let exponents: Vec<i32> = smallest
         .iter()
-        .map(|&m| {
-            if m > 0.0 {
-                (m.log2().floor() as i32).clamp(-1022, 1022)
+        .zip(&largest)
+        .map(|(&lo, &hi)| {
+            if hi > 0.0 && (hi < low || lo >= high) {
+                (hi.log2().floor() as i32).clamp(-1022, 1022)
             } else {
                 0
             }
@@ -453,17 +485,13 @@ pub fn class_stats<E: Element, L: Label>(
         global.merge(&part.global)?;
     }
     if let Some((_, undo)) = &scales {
-        // Back to the caller's weights: exact multiplications by powers of two, unless an m2
-        // falls below float64's normal range, which is an error (see `weight_scales`).
+        // Back to the caller's weights: exact multiplications by powers of two (an m2 that
+        // lands below float64's normal range keeps fewer digits; see `weight_scales`).
         for (c, &f) in undo.iter().enumerate() {
             classes.weight[c] *= f;
-            for v in &mut classes.m2[c * d..(c + 1) * d] {
-                let scaled = *v;
-                *v *= f;
-                if scaled >= f64::MIN_POSITIVE && *v < f64::MIN_POSITIVE {
-                    return Err(GaussError::WeightUnderflow { class: c });
-                }
-            }
+            classes.m2[c * d..(c + 1) * d]
+                .iter_mut()
+                .for_each(|v| *v *= f);
         }
     }
     if input.weights.is_none() {

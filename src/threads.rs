@@ -51,7 +51,7 @@ pub fn default_threads() -> Result<usize> {
 
 /// All cores, read once: `available_parallelism` parses cgroup files on Linux, which costs tens
 /// of microseconds, too much for a one-row predict.
-fn all_cores() -> usize {
+pub fn all_cores() -> usize {
     static CORES: OnceLock<usize> = OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

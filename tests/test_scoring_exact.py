@@ -608,6 +608,32 @@ def test_h2_rows_far_beyond_double_double_keep_their_o1_gaps_exact() -> None:
         assert got.dtype == np.float32 and np.all(np.abs(got - want) <= ulp), (got, want)
 
 
+def test_predict_agrees_with_the_exact_argmax_far_from_every_class() -> None:
+    # Reviewer-found: predict took a plain float64 argmax, so for rows far from every class
+    # (|jll| ~ 1e24 with O(1) gaps) it could disagree with the exact posteriors (393 of 2400
+    # random far rows). Rows whose two best jll are within their rounding bound now get their
+    # winner from the exact jll; ordinary rows never are that close.
+    rng = np.random.default_rng(32)
+    for d in (1, 3, 8):
+        var = np.tile(rng.uniform(0.1, 2.0, d), (4, 1))
+        for far in (1e8, 1e12, 1e15):
+            mean = rng.uniform(-3.0, 3.0, (4, d)) / far
+            lp = np.log(rng.dirichlet(np.ones(4)))
+            signs = np.where(rng.random((25, d)) < 0.5, -1.0, 1.0)
+            x = far * signs * (1 + 1e-3 * rng.random((25, d)))
+            exact = decimal_log_proba(x, mean, var, lp, digits=90)
+            want = [max(range(4), key=lambda c, row=row: row[c]) for row in exact]
+            for level in gaussmle._core.available_simd_levels():
+                gaussmle._core.set_simd_level(level)
+                try:
+                    got = predict(x, mean, var, lp)
+                    proba = predict_proba(x, mean, var, lp)
+                finally:
+                    gaussmle._core.set_simd_level(None)
+                assert got.tolist() == want, (d, far, level)
+                assert np.argmax(proba, axis=1).tolist() == want, (d, far, level)
+
+
 def test_h2_near_ties_at_large_magnitude() -> None:
     # Two classes 2 apart, x within 1e-9 of the midpoint, 1e6 sigma from both means:
     # log p ~ -log 2 +- 1e-3 and the fast path's D has error ~1e-4 relative.

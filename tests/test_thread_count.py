@@ -95,7 +95,33 @@ def test_an_unknown_simd_level_in_the_environment_warns_at_import() -> None:
 
     bad = run("sse9", "import gaussmle")
     assert bad.returncode != 0 and 'GAUSSMLE_SIMD="sse9" is not a SIMD level' in bad.stderr
+    # A value that is not UTF-8 is not a level name either.
+    raw = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", "import gaussmle"],
+        env={**os.environb, b"GAUSSMLE_SIMD": b"avx\xff"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert raw.returncode != 0 and "is not a SIMD level" in raw.stderr
     # A known name (any case) is accepted silently and caps the level.
     good = run(" Scalar ", "import gaussmle; print(gaussmle.simd_level())")
     assert good.returncode == 0, good.stderr
     assert good.stdout.strip() == "scalar"
+
+
+def test_negative_n_jobs_count_all_cores_whatever_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """joblib's convention: -1 is all cores, -2 all but one; GAUSSMLE_NUM_THREADS only sets
+    the default for None (a reviewer found -1 resolving to the variable's 1 thread, and a bad
+    value breaking n_jobs=-1)."""
+    from gaussmle.estimator import GaussianNB
+
+    cores = gaussmle._core.available_cores()
+    for value in ("1", "abc"):
+        monkeypatch.setenv("GAUSSMLE_NUM_THREADS", value)
+        assert GaussianNB(n_jobs=-1)._n_threads() == cores
+        assert GaussianNB(n_jobs=-2)._n_threads() == max(1, cores - 1)
+        x, y = _data()
+        GaussianNB(n_jobs=-1).fit(x[:1000], y[:1000])

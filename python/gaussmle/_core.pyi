@@ -13,6 +13,7 @@ import numpy.typing as npt
 __all__ = [
     "GaussianScorer",
     "__version__",
+    "available_cores",
     "available_simd_levels",
     "class_stats",
     "default_n_threads",
@@ -75,6 +76,10 @@ def simd_env_problem() -> str | None:
 
 def available_simd_levels() -> list[str]:
     """The SIMD levels this CPU can run, lowest first."""
+
+def available_cores() -> int:
+    """All cores this process may use (what ``n_threads=-1`` means), whatever
+    ``GAUSSMLE_NUM_THREADS`` says."""
 
 def default_n_threads() -> int:
     """Threads used when ``n_threads`` is None: ``GAUSSMLE_NUM_THREADS`` or all cores.

@@ -164,7 +164,9 @@ class _FittedState:
                 )
             scorer_error = (
                 f"This GaussianNB model cannot compute probabilities: {exc}. A feature is "
-                f"constant within a class and {cause}."
+                "constant within a class (or its variance times the class's total sample "
+                "weight is below float64's normal range, about 2.2e-308, so that it rounds "
+                f"to 0: rescale sample_weight) and {cause}."
             )
 
         def public(values: F64) -> FloatArray:
@@ -486,7 +488,9 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         n_jobs = self.n_jobs
         if n_jobs is None or n_jobs > 0:
             return n_jobs
-        return max(1, _core.default_n_threads() + 1 + int(n_jobs))
+        # joblib's convention: -1 is all cores, -2 all but one, ... (never the environment
+        # variable, which only sets the default for None).
+        return max(1, _core.available_cores() + 1 + int(n_jobs))
 
     def _float_matrix(self, X: Any) -> FloatArray:
         """Any X sklearn accepts -> float32/float64 matrix, without a pass over the data.

@@ -162,9 +162,10 @@ def class_stats(
     n_classes : int, optional
         Number of classes; defaults to ``y.max() + 1``.
     sample_weight : array_like of shape (n_samples,), optional
-        Non-negative finite weights. Their scale does not matter (weights far from 1 are
-        rescaled per class by powers of two, exactly), except that each class's
-        ``m2 = weight * var`` must be a normal float64 (>= 2.2e-308).
+        Non-negative finite weights. Their scale does not matter: a class whose weights all
+        lie below 2**-256 (or at or above 2**257) is rescaled by a power of two, exactly.
+        One limit remains: ``m2 = weight * var`` below float64's normal range (~2.2e-308)
+        has fewer digits, like any float64 that small.
     n_threads : int, optional
         Threads for the Rust pass; defaults to ``GAUSSMLE_NUM_THREADS`` or all cores. The result
         is bit-identical for every thread count.
@@ -177,8 +178,7 @@ def class_stats(
     ------
     ValueError
         For NaN/inf in X (the message names row and column), labels out of range, negative or
-        non-finite weights, mismatched lengths, statistics that overflow float64, or weights
-        so small that a class's ``m2`` falls below float64's normal range.
+        non-finite weights, mismatched lengths, or statistics that overflow float64.
     TypeError
         For non-numeric X, y or weights.
 
