@@ -256,18 +256,23 @@ pub fn merge_group(a: GroupMut<'_>, w_b: f64, mean_b: &[f64], lo_b: &[f64], m2_b
     // cross = W·w_b/W', formed as the lighter weight times the heavier side's fraction (at
     // least 1/2, so never subnormal): at most the smaller weight, so it never overflows, and
     // accurate when the weights are 2^1022 apart (W·(w_b/W') then multiplied a subnormal
-    // fraction: var 1e-5 off). When it is a normal number the term is (δ·cross)·δ, which
-    // overflows only if the term itself does (δ·W first overflowed for W = 1e300 and δ =
-    // 3e100, term 5e181); below the normal range ((δ·W)·(w_b/W'))·δ keeps the digits. δ² is
+    // fraction: var 1e-5 off). The term is (δ·cross)·δ, which overflows only if the term
+    // itself does (δ·W first overflowed for W = 1e300 and δ = 3e100, term 5e181). δ² is
     // never formed.
-    let cross = if from_b { w_a * frac_b } else { w_b * frac_a };
-    let normal_cross = cross >= f64::MIN_POSITIVE;
+    let (lighter, heavier_frac) = if from_b { (w_a, frac_b) } else { (w_b, frac_a) };
+    let cross = lighter * heavier_frac;
+    // A cross weight below the normal range (a subnormal weight) is kept scaled by 2^600
+    // (exact) and the term scaled back after the product that keeps it in range. The former
+    // ((δ·W)·(w_b/W'))·δ made inf·0 = NaN when δ·W overflowed and w_b/W' underflowed (a class
+    // with weights 1e300 and 5e-324 on data ~1e10: a spurious overflow error, KB4's tag).
+    let scaled_cross = (cross < f64::MIN_POSITIVE).then_some((lighter * TWO_600) * heavier_frac);
     for j in 0..a.mean.len() {
         let delta = (mean_b[j] - a.mean[j]) + (lo_b[j] - a.mean_lo[j]);
-        let term = if normal_cross {
-            (delta * cross) * delta
-        } else {
-            ((delta * w_a) * frac_b) * delta
+        let term = match scaled_cross {
+            None => (delta * cross) * delta,
+            // |δ| ≤ 2^300: the scaled product stays below 2^178; beyond, δ·cross is normal.
+            Some(c) if delta.abs() <= TWO_300 => ((delta * c) * delta) * TWO_M600,
+            Some(c) => ((delta * c) * TWO_M600) * delta,
         };
         a.m2[j] += m2_b[j] + term;
         let (hi, lo) = if from_b {
@@ -280,6 +285,11 @@ pub fn merge_group(a: GroupMut<'_>, w_b: f64, mean_b: &[f64], lo_b: &[f64], m2_b
     }
     *a.weight = total;
 }
+
+/// `2^600`, `2^-600` and `2^300`, exactly.
+const TWO_600: f64 = f64::from_bits((1023 + 600) << 52);
+const TWO_M600: f64 = f64::from_bits((1023 - 600) << 52);
+const TWO_300: f64 = f64::from_bits((1023 + 300) << 52);
 
 /// `δ·w/W'` (the lighter side's pull on the merged mean) from `frac = w/W'`, or as `(δ·w)/W'`
 /// when `frac` is below float64's normal range and would lose digits (parts whose weights are

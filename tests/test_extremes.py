@@ -388,3 +388,34 @@ def test_weights_spanning_the_range_or_an_m2_below_it(
     np.testing.assert_allclose(parts.mean, s.mean, rtol=1e-15)
     if exact_var:
         np.testing.assert_allclose(parts.var, s.var, rtol=1e-14)
+
+
+def test_kb4_merge_with_a_subnormal_weight_next_to_a_huge_one_is_finite_and_exact() -> None:
+    """Fuzz seed 0x623d5fd9b90ce98a, reduced: two classes, each with a weight of 1e300 next to
+    5e-324 or 1e-300, on data ~1e10. The chunk's block sums overflow (1e300 * 1e10), the
+    row-by-row fallback merges, and its term ((d*W)*(w/W'))*d was inf * 0 = NaN: a spurious
+    "overflows float64" error although every m2 is below 1e-280. Now exact."""
+    x = np.array(
+        [
+            [22454214590.51972, 7064297635.066017, -477724144.046659],
+            [-1994829739.5442917, 9265798525.617533, -860074332.3253667],
+            [-1615412172.1545072, 2188042854.0701704, 12484805574.271608],
+            [7460813160.932193, -313002793.98707294, -276962012.4935984],
+        ]
+    )
+    y = np.array([1, 1, 0, 0])
+    w = np.array([1e300, 5e-324, 1e-300, 1e300])
+    from fractions import Fraction
+
+    for order in "CF":
+        s = class_stats(np.asarray(x, order=order), y, 2, sample_weight=w)
+        for c in range(2):
+            rows = y == c
+            ws = [Fraction(float(v)) for v in w[rows]]
+            for j in range(3):
+                xs = [Fraction(float(v)) for v in x[rows, j]]
+                mean = sum((a * b for a, b in zip(ws, xs, strict=True)), Fraction(0)) / sum(ws)
+                m2 = sum((a * (b - mean) ** 2 for a, b in zip(ws, xs, strict=True)), Fraction(0))
+                assert abs(s.mean[c, j] - float(mean)) <= 2 * np.spacing(abs(float(mean)))
+                # m2 ~ 1e-303 .. 1e-281: normal floats, exact to the merge's few roundings.
+                assert s.m2[c, j] == pytest.approx(float(m2), rel=1e-12), (order, c, j)
