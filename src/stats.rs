@@ -348,9 +348,9 @@ pub const MAX_TABLE_CELLS: usize = 1 << 28;
 /// Serial below this many elements: the pool hand-off costs more than it saves.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 
-/// Biased float64 exponents of the weights with which no class is rescaled (`[2^-256,
-/// 2^257)`): products with them stay in float64's normal range for any data within `2^±700`.
-const UNSCALED_EXPONENTS: std::ops::RangeInclusive<u64> = 767..=1279;
+/// The smallest weight that is used as given (2^-960): a product `w·t` with `|t| ≥ 2^-62`
+/// stays a normal float64, and `w·t²` overflows only for `|t| > 2^991`.
+const SMALLEST_UNSCALED_WEIGHT: f64 = f64::from_bits((1023 - 960) << 52);
 
 /// `2^k` for `k` in `-1074..=1023`, exactly.
 fn pow2(k: i32) -> f64 {
@@ -361,26 +361,25 @@ fn pow2(k: i32) -> f64 {
     }
 }
 
-/// Per-class powers of two for the weights, and their inverses, or `None` when every non-zero
-/// weight has an exponent in [`UNSCALED_EXPONENTS`]. The statistics do not depend on the
-/// weights' scale, but the kernels form `w·(x − K)` and `w·(x − K)²`, which lose digits below
-/// float64's normal range (three subnormal weights made a mean 14% wrong) and overflow above
-/// it. A class all of whose positive weights lie below `2^-256` (or at or above `2^257`) is
-/// scaled by the power of two that brings its largest weight into `[1, 4)`: exact, and undone
-/// on its weight and `m2` at the end, so the results equal those of the unscaled arithmetic
-/// wherever that does not under- or overflow. A class with weights on both sides keeps them
-/// (one scale cannot keep weights 2^1022 apart in range, and pushing the small ones below the
-/// normal range would lose what the unscaled sums keep). The decision depends only on the
-/// class's own weights. Left as a documented limit: `m2 = W·var` itself below ~2.2e-308
-/// (weights 1e-200 with a variance of 1e-200) has fewer digits, as any float64 that small.
+/// Per-class powers of two for the weights, and their inverses, or `None` when no class needs
+/// one. The statistics do not depend on the weights' scale, but the kernels form `w·(x − K)`
+/// and `w·(x − K)²`, which lose digits when they fall below float64's normal range: three
+/// weights of 5e-324 made a mean 14% wrong. A class whose largest weight is below
+/// [`SMALLEST_UNSCALED_WEIGHT`] is scaled by the power of two that brings that weight into
+/// `[2^-960, 2^-959)`, exactly, and its weight and `m2` are scaled back at the end, so the
+/// results equal those of the unscaled arithmetic wherever that keeps its digits. Only this
+/// far, and only upwards: scaling huge weights down underflowed `w·t²` for data ~1e-300
+/// (weights 1e300 keep such products normal; huge weights with huge data go to the
+/// row-by-row fallback instead). The decision depends only
+/// on the class's own weights. Left as a documented limit: `m2 = W·var` itself below ~2.2e-308
+/// has fewer digits, as any float64 that small.
 fn weight_scales<E: Element, L: Label>(input: FitInput<'_, E, L>) -> Option<(Vec<f64>, Vec<f64>)> {
     let w = input.weights?;
-    // Zero, or an exponent in range (bad weights are reported by the main pass); a fold
-    // without early exit, so that it vectorises: one read of the weights (at 1e6 rows about
-    // the 0.16 ms of `w.sum()`, against 35 ms for the weighted fit of 1e6×32×10).
-    let in_range = |ok: bool, v: &f64| {
-        ok & (*v == 0.0 || UNSCALED_EXPONENTS.contains(&((v.to_bits() >> 52) & 0x7ff)))
-    };
+    // Zero, or at least the smallest unscaled weight (NaN and negative weights are reported by
+    // the main pass); a fold without early exit, so that it vectorises: one read of the
+    // weights (at 1e6 rows about the 0.16 ms of `w.sum()`, against 35 ms for the weighted fit
+    // of 1e6×32×10).
+    let in_range = |ok: bool, v: &f64| ok & (*v == 0.0 || v.abs() >= SMALLEST_UNSCALED_WEIGHT);
     let all_in_range = match w.as_slice() {
         Some(values) => values.iter().fold(true, in_range),
         None => w.iter().fold(true, in_range),
@@ -388,31 +387,28 @@ fn weight_scales<E: Element, L: Label>(input: FitInput<'_, E, L>) -> Option<(Vec
     if all_in_range {
         return None;
     }
-    let (low, high) = (pow2(-256), pow2(257));
-    let mut smallest = vec![f64::INFINITY; input.n_classes];
     let mut largest = vec![0.0f64; input.n_classes];
     for (&v, label) in w.iter().zip(input.labels.iter()) {
         let c = label.to_i64();
         // Bad labels and weights are reported by the main pass.
         if v.is_finite() && v > 0.0 && (0..input.n_classes as i64).contains(&c) {
-            smallest[c as usize] = smallest[c as usize].min(v);
             largest[c as usize] = largest[c as usize].max(v);
         }
     }
-    let exponents: Vec<i32> = smallest
+    let shifts: Vec<i32> = largest
         .iter()
-        .zip(&largest)
-        .map(|(&lo, &hi)| {
-            if hi > 0.0 && (hi < low || lo >= high) {
-                (hi.log2().floor() as i32).clamp(-1022, 1022)
+        .map(|&hi| {
+            if hi > 0.0 && hi < SMALLEST_UNSCALED_WEIGHT {
+                // hi ≥ 2^-1074, so the shift is at most 114.
+                -960 - hi.log2().floor() as i32
             } else {
                 0
             }
         })
         .collect();
     Some((
-        exponents.iter().map(|&e| pow2(-e)).collect(),
-        exponents.iter().map(|&e| pow2(e)).collect(),
+        shifts.iter().map(|&k| pow2(k)).collect(),
+        shifts.iter().map(|&k| pow2(-k)).collect(),
     ))
 }
 

@@ -419,3 +419,28 @@ def test_kb4_merge_with_a_subnormal_weight_next_to_a_huge_one_is_finite_and_exac
                 assert abs(s.mean[c, j] - float(mean)) <= 2 * np.spacing(abs(float(mean)))
                 # m2 ~ 1e-303 .. 1e-281: normal floats, exact to the merge's few roundings.
                 assert s.m2[c, j] == pytest.approx(float(m2), rel=1e-12), (order, c, j)
+
+
+@pytest.mark.parametrize(
+    ("x", "w"),
+    [
+        # Huge weights keep tiny data's products normal: scaling them down (a first version
+        # of the per-class scaling) made w * t**2 underflow and m2 come out 0.
+        ([1.6e-300, -4.3e-301, -1.1e-301, -8.8e-301], [1e300] * 4),
+        # Tiny (not subnormal) weights with huge data stay as given.
+        ([1e150, -2e150, 3e150], [1e-300] * 3),
+        # Subnormal weights are scaled up to 2^-960 only: data ~1e150 stays in range.
+        ([1e150, -2e150, 4e150], [5e-324, 1e-320, 2e-323]),
+    ],
+)
+def test_weight_scaling_keeps_the_products_of_extreme_data_in_range(
+    x: list[float], w: list[float]
+) -> None:
+    from fractions import Fraction
+
+    s = class_stats(np.array(x)[:, None], [0] * len(x), 1, sample_weight=w)
+    ws, xs = [Fraction(v) for v in w], [Fraction(v) for v in x]
+    mean = sum((a * b for a, b in zip(ws, xs, strict=True)), Fraction(0)) / sum(ws)
+    m2 = sum((a * (b - mean) ** 2 for a, b in zip(ws, xs, strict=True)), Fraction(0))
+    assert abs(s.mean[0, 0] - float(mean)) <= 2 * np.spacing(abs(float(mean)))
+    assert s.m2[0, 0] == pytest.approx(float(m2), rel=1e-13)

@@ -162,8 +162,9 @@ def class_stats(
     n_classes : int, optional
         Number of classes; defaults to ``y.max() + 1``.
     sample_weight : array_like of shape (n_samples,), optional
-        Non-negative finite weights. Their scale does not matter: a class whose weights all
-        lie below 2**-256 (or at or above 2**257) is rescaled by a power of two, exactly.
+        Non-negative finite weights. Their scale does not matter: a class whose largest
+        weight is below 2**-960 (subnormal weights, say) is rescaled by a power of two,
+        exactly.
         One limit remains: ``m2 = weight * var`` below float64's normal range (~2.2e-308)
         has fewer digits, like any float64 that small.
     n_threads : int, optional
