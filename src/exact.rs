@@ -37,6 +37,15 @@ fn shifted(value: BigInt, shift: i64) -> BigInt {
     }
 }
 
+/// `2^k` for `k` in `-1074..=1023`, exactly.
+pub const fn pow2(k: i32) -> f64 {
+    if k >= -1022 {
+        f64::from_bits(((1023 + k) as u64) << 52)
+    } else {
+        f64::from_bits(1u64 << (k + 1074))
+    }
+}
+
 /// Units of `2^-scale` that keep the jll differences of `d` features within `2^-65`.
 pub fn units_for(d: usize) -> i64 {
     64 + i64::from((2 * d + 4).next_power_of_two().trailing_zeros())
@@ -81,7 +90,7 @@ pub fn units_to_f64(units: &BigInt, scale: i64) -> f64 {
     let mut exponent = drop - scale;
     while exponent != 0 && v != 0.0 && v.is_finite() {
         let step = exponent.clamp(-1000, 1000);
-        v *= f64::from_bits(((1023 + step) as u64) << 52);
+        v *= pow2(step as i32);
         exponent -= step;
     }
     v

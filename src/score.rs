@@ -310,8 +310,8 @@ impl Scorer {
             .zip(out.axis_chunks_iter_mut(Axis(0), rows))
             .enumerate()
             .collect();
+        let (gamma, k_max, k_err) = PredictSink::certainty(self);
         let run = |(k, (xc, mut oc)): (usize, (ArrayView2<'_, E>, ArrayViewMut1<'_, i64>))| {
-            let (gamma, k_max, k_err) = PredictSink::certainty(self);
             let mut sink = PredictSink {
                 out: &mut oc,
                 chunk_offset: k * rows,

@@ -44,6 +44,7 @@ use rayon::prelude::*;
 
 use crate::element::{Element, Label};
 use crate::error::{GaussError, Result};
+use crate::exact::pow2;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2Lanes, Avx512Lanes};
 use crate::simd::{Lanes, ScalarLanes, SimdLevel, load_widened, madd, prefetch_l2, prefetch_read};
@@ -287,9 +288,9 @@ pub fn merge_group(a: GroupMut<'_>, w_b: f64, mean_b: &[f64], lo_b: &[f64], m2_b
 }
 
 /// `2^600`, `2^-600` and `2^300`, exactly.
-const TWO_600: f64 = f64::from_bits((1023 + 600) << 52);
-const TWO_M600: f64 = f64::from_bits((1023 - 600) << 52);
-const TWO_300: f64 = f64::from_bits((1023 + 300) << 52);
+const TWO_600: f64 = pow2(600);
+const TWO_M600: f64 = pow2(-600);
+const TWO_300: f64 = pow2(300);
 
 /// `δ·w/W'` (the lighter side's pull on the merged mean) from `frac = w/W'`, or as `(δ·w)/W'`
 /// when `frac` is below float64's normal range and would lose digits (parts whose weights are
@@ -350,16 +351,7 @@ const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 
 /// The smallest weight that is used as given (2^-960): a product `w·t` with `|t| ≥ 2^-62`
 /// stays a normal float64, and `w·t²` overflows only for `|t| > 2^991`.
-const SMALLEST_UNSCALED_WEIGHT: f64 = f64::from_bits((1023 - 960) << 52);
-
-/// `2^k` for `k` in `-1074..=1023`, exactly.
-fn pow2(k: i32) -> f64 {
-    if k >= -1022 {
-        f64::from_bits(((1023 + k) as u64) << 52)
-    } else {
-        f64::from_bits(1u64 << (k + 1074))
-    }
-}
+const SMALLEST_UNSCALED_WEIGHT: f64 = pow2(-960);
 
 /// Per-class powers of two for the weights, and their inverses, or `None` when no class needs
 /// one. The statistics do not depend on the weights' scale, but the kernels form `w·(x − K)`
