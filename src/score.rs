@@ -484,6 +484,22 @@ const POSTERIOR_RTOL: f64 = 5e-13;
 /// float32 result cannot hold.
 const POSTERIOR_RTOL_F32_OUT: f64 = 1.0 / (1u64 << 30) as f64;
 
+/// Whether a loser whose rounded `exp(D_c)` is subnormal or zero must still meet the proba
+/// tolerance: it may be exempt only if its exact `D_c`, up to `D_c + P_c + γ|D_c| + Z` (the
+/// error estimate of [`MatrixSink`]), keeps `p_c ≤ exp(D_c)` below float64's normal range;
+/// otherwise a large error may hide a winner. (Exempting every underflowing loser gave p = 1 to
+/// the wrong class for rows 1e10 from classes whose variances differ by a few ulps: jll error
+/// ~1e6, gap 1.2e4.) `γ|D_c|` in full (the tolerance check clamps it); a NaN sum (`D_c = −inf`:
+/// a class of zero likelihood) is exempt.
+#[inline(always)]
+fn surely_subnormal_fails<L: Lanes>(shifted: f64, gamma: f64, p_c: f64, z: f64) -> bool {
+    fma::<L>(gamma, -shifted, shifted) + p_c + z > LN_MIN_POSITIVE
+}
+
+/// `ln(f64::MIN_POSITIVE)`, rounded down (the next float64 below): at or below it `exp` is
+/// subnormal.
+const LN_MIN_POSITIVE: f64 = -708.396_418_532_264_2;
+
 /// `a·b + c`, fused when the level has FMA (else a libm call would be slow).
 #[inline(always)]
 fn fma<L: Lanes>(a: f64, b: f64, c: f64) -> f64 {
@@ -622,6 +638,12 @@ impl<T: Element> MatrixSink<'_, '_, T> {
             });
         }
         let (gamma, rtol) = (self.gamma, self.rtol);
+        // The row constant Z = E_m − γ·|max| of the error estimate (every D_c's error is
+        // `P_c + γ|D_c| + Z`).
+        let mut z = [0.0f64; R];
+        for r in 0..R {
+            z[r] = fma::<L>(-2.0 * gamma, max[r], p_win[r]);
+        }
         // Max-shifted: every exponent is ≤ 0 and the winner's is exactly 0, so nothing
         // overflows even when jll ≈ −1e300.
         let mut rest = [0.0f64; R];
@@ -661,7 +683,9 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                 let err = fma::<L>(gamma, -shifted.max(-746.0), pc);
                 weighted_err[r] = fma::<L>(e, err, 0.0);
                 worst[r] = if PROBA {
-                    if e >= f64::MIN_POSITIVE {
+                    if e >= f64::MIN_POSITIVE
+                        || surely_subnormal_fails::<L>(shifted, gamma, pc, z[r])
+                    {
                         err
                     } else {
                         f64::NEG_INFINITY
@@ -694,8 +718,11 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                         let err = fma::<L>(gamma, -shifted.max(-746.0), pc);
                         weighted_err[r] = fma::<L>(e_loser, err, weighted_err[r]);
                         let excess = if PROBA {
-                            // Tolerance τ (relative error of p_c), for every p_c that is not subnormal.
-                            if e_loser >= f64::MIN_POSITIVE {
+                            // Tolerance τ (relative error of p_c), for every p_c that is not
+                            // surely subnormal.
+                            if e_loser >= f64::MIN_POSITIVE
+                                || (loser & surely_subnormal_fails::<L>(shifted, gamma, pc, z[r]))
+                            {
                                 err
                             } else {
                                 f64::NEG_INFINITY
@@ -719,10 +746,8 @@ impl<T: Element> MatrixSink<'_, '_, T> {
         // 1/(1 + rest) (proba's factor), log1p(rest) (log-proba's shift) and the row constant Z.
         let mut inv = [0.0f64; R];
         let mut log1p_rest = [0.0f64; R];
-        let mut z = [0.0f64; R];
         for r in 0..R {
             inv[r] = 1.0 / (1.0 + rest[r]);
-            z[r] = fma::<L>(-2.0 * gamma, max[r], p_win[r]);
             if !PROBA {
                 // (jll − max) − log1p(rest): the winner gets −log1p(rest) at full relative
                 // accuracy, and max + log Σ would round log Σ away when |max| ≈ 1e300.
@@ -862,8 +887,9 @@ impl<T: Element> MatrixSink<'_, '_, T> {
             } else if d_c == f64::NEG_INFINITY {
                 true
             } else if proba {
-                // Relative error of p_c, for every p_c that is not subnormal.
-                d_c.exp() * inv < f64::MIN_POSITIVE || self.row_err[c] + ew <= rtol
+                // Relative error of p_c, for every p_c that is not surely subnormal (the exact
+                // D_c may be as large as d_c + err).
+                (d_c + self.row_err[c]).exp() < f64::MIN_POSITIVE || self.row_err[c] + ew <= rtol
             } else {
                 self.row_err[c] + ew <= rtol * (log1p_rest - d_c)
             };

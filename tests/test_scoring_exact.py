@@ -723,3 +723,37 @@ def test_log_proba_of_an_underflowing_loser_counts_the_winners_error() -> None:
     mean, var = np.array([[0.0], [3162.28]]), np.array([[0.5], [0.5]])
     lp = np.array([0.0, -1e7 - 850.0])
     assert_posteriors_relatively_exact(x[:, None], mean, var, lp)
+
+
+def test_proba_of_an_underflowing_loser_does_not_hide_the_winner() -> None:
+    # Reviewer-found: predict_proba exempted every loser whose exp(D) underflowed from the
+    # tolerance check, so rows 1e10 from classes whose variances differ by a few ulps (jll
+    # error ~1e6 against a gap of ~1e4) kept the fast path's wrong winner: p = [1, 0] where
+    # the exact answer is [0, 1] (107 of 1500 random rows). An underflowing loser is now exempt
+    # only if its D plus its error bound is still below log(MIN_POSITIVE).
+    eps = 2.0**-52
+    x = np.array([[1.25e10, 2.7e10]])
+    mean, lp = np.zeros((2, 2)), np.zeros(2)
+    var = np.array([[1 + 2 * eps, 1 + eps], [1 - 2 * eps, 1 + 2 * eps]])
+    for level in gaussmle._core.available_simd_levels():
+        gaussmle._core.set_simd_level(level)
+        try:
+            assert predict_proba(x, mean, var, lp).tolist() == [[0.0, 1.0]], level
+            assert predict_proba(x, mean, var, lp, out=np.empty((1, 2), np.float32)).tolist() == [
+                [0.0, 1.0]
+            ], level
+        finally:
+            gaussmle._core.set_simd_level(None)
+    assert_posteriors_relatively_exact(x, mean, var, lp, digits=90)
+    rng = np.random.default_rng(33)
+    for n_classes in (2, 3, 4):
+        for d in (2, 5):
+            for far in (1e8, 1e10, 1e13):
+                mean = rng.uniform(-1.0, 1.0, (n_classes, d)) * 1e-10
+                var = 1 + rng.integers(-8, 9, (n_classes, d)) * eps
+                lp = np.log(np.full(n_classes, 1 / n_classes))
+                x = far * rng.uniform(0.5, 2.0, (6, d))
+                assert_posteriors_relatively_exact(x, mean, var, lp, digits=90)
+                exact = decimal_log_proba(x, mean, var, lp, digits=90)
+                want = [max(range(n_classes), key=lambda c, row=row: row[c]) for row in exact]
+                assert np.argmax(predict_proba(x, mean, var, lp), axis=1).tolist() == want
