@@ -349,20 +349,22 @@ pub const MAX_TABLE_CELLS: usize = 1 << 28;
 /// Serial below this many elements: the pool hand-off costs more than it saves.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 
-/// The smallest weight that is used as given (2^-960): a product `w·t` with `|t| ≥ 2^-62`
-/// stays a normal float64, and `w·t²` overflows only for `|t| > 2^991`.
-const SMALLEST_UNSCALED_WEIGHT: f64 = pow2(-960);
+/// The smallest weight that is used as given (2^-64). Scaled up to this, a class's heaviest
+/// rows keep `w·t` normal for any `|t| ≥ 2^-958`, and `w·t² ≤ m2 = W·var` cannot overflow
+/// while `m2` itself is finite (the scaled `W` stays below 1 for fewer than 2^63 rows).
+const SMALLEST_UNSCALED_WEIGHT: f64 = pow2(-64);
 
 /// Per-class powers of two for the weights, and their inverses, or `None` when no class needs
 /// one. The statistics do not depend on the weights' scale, but the kernels form `w·(x − K)`
 /// and `w·(x − K)²`, which lose digits when they fall below float64's normal range: three
-/// weights of 5e-324 made a mean 14% wrong. A class whose largest weight is below
-/// [`SMALLEST_UNSCALED_WEIGHT`] is scaled by the power of two that brings that weight into
-/// `[2^-960, 2^-959)`, exactly, and its weight and `m2` are scaled back at the end, so the
-/// results equal those of the unscaled arithmetic wherever that keeps its digits. Only this
-/// far, and only upwards: scaling huge weights down underflowed `w·t²` for data ~1e-300
-/// (weights 1e300 keep such products normal; huge weights with huge data go to the
-/// row-by-row fallback instead). The decision depends only
+/// weights of 5e-324 made a mean 14% wrong, and weights of 1e-200 on data ~1e-150 made one 50%
+/// wrong (`w·t` ~ 1e-350; an earlier threshold of 2^-960 left that class as given). A class
+/// whose largest weight is below [`SMALLEST_UNSCALED_WEIGHT`] is scaled by the power of two that
+/// brings that weight into `[2^-64, 2^-63)`, exactly, and its weight and `m2` are scaled back
+/// at the end. Scaling by a power of two commutes with rounding, so the results equal those of
+/// the unscaled arithmetic wherever that keeps its digits. Only upwards: scaling huge weights
+/// down underflowed `w·t²` for data ~1e-300 (weights 1e300 keep such products normal; huge
+/// weights with huge data go to the row-by-row fallback instead). The decision depends only
 /// on the class's own weights. Left as a documented limit: `m2 = W·var` itself below ~2.2e-308
 /// has fewer digits, as any float64 that small.
 fn weight_scales<E: Element, L: Label>(input: FitInput<'_, E, L>) -> Option<(Vec<f64>, Vec<f64>)> {
@@ -391,8 +393,8 @@ fn weight_scales<E: Element, L: Label>(input: FitInput<'_, E, L>) -> Option<(Vec
         .iter()
         .map(|&hi| {
             if hi > 0.0 && hi < SMALLEST_UNSCALED_WEIGHT {
-                // hi ≥ 2^-1074, so the shift is at most 114.
-                -960 - hi.log2().floor() as i32
+                // hi ≥ 2^-1074, so the shift is at most 1010 (2^±1010 are normal).
+                -64 - hi.log2().floor() as i32
             } else {
                 0
             }
@@ -580,7 +582,15 @@ struct BlockScratch {
     /// Per-class weighted sums of deviations from the block mean (zero in exact arithmetic);
     /// the corrected two-pass algorithm (Chan, Golub & LeVeque 1983) adds them back.
     dev_sum: AlignedBuf,
+    /// Per-class weight of the rows so far, with the rounding errors of its sum in
+    /// `weight_lo` (TwoSum per row; folded in before the weights are read), so a class
+    /// weight is as accurate as its sums: plain addition lost all of 1e5 unit weights next
+    /// to one of 1e16 (mean and variance 1.6e-12 off).
     weight: Vec<f64>,
+    weight_lo: Vec<f64>,
+    /// Per-class rounding errors of the chunk totals' weights over the block merges (the
+    /// merge adds weights plainly), folded in at the end of the chunk.
+    merged_weight_lo: Vec<f64>,
     seen: Vec<bool>,
     touched: Vec<usize>,
     /// The same for the unweighted global statistics (only when the fit is weighted).
@@ -631,6 +641,8 @@ impl BlockScratch {
             sq_dev: AlignedBuf::zeros(copies * n_classes * d),
             dev_sum: AlignedBuf::zeros(n_classes * d),
             weight: vec![0.0; n_classes],
+            weight_lo: vec![0.0; n_classes],
+            merged_weight_lo: vec![0.0; n_classes],
             seen: vec![false; n_classes],
             touched: Vec::with_capacity(n_classes.min(block)),
             global_shift: AlignedBuf::zeros(d),
@@ -662,6 +674,22 @@ impl BlockScratch {
         self.shift[class * d..(class + 1) * d].copy_from_slice(k);
         self.has_shift[class] = true;
         self.touch(class);
+    }
+
+    /// Add the weight `w` of one row to `class`, compensated.
+    #[inline(always)]
+    fn add_weight(&mut self, class: usize, w: f64) {
+        let (hi, lo) = two_sum(self.weight[class], w);
+        self.weight[class] = hi;
+        self.weight_lo[class] += lo;
+    }
+
+    /// Fold the touched classes' weight residuals into their weights (idempotent).
+    fn fold_weights(&mut self) {
+        for &c in &self.touched {
+            self.weight[c] += self.weight_lo[c];
+            self.weight_lo[c] = 0.0;
+        }
     }
 
     /// Mark `class` as present in this block; true if it has no shift yet.
@@ -730,6 +758,14 @@ fn chunk_stats<E: Element, L: Label>(
             input.weights.is_some(),
         );
         start = end;
+    }
+    for (w, lo) in stats
+        .classes
+        .weight
+        .iter_mut()
+        .zip(&scratch.merged_weight_lo)
+    {
+        *w += lo;
     }
     if !stats.classes.all_finite() || !stats.global.all_finite() {
         if let Some(err) = first_non_finite(input.x, rows.clone()) {
@@ -941,7 +977,7 @@ fn prescan_block<E: Element>(x: ArrayView2<'_, E>, weighted: bool, scratch: &mut
             }
             scratch.has_shift[c] = true;
         }
-        scratch.weight[c] += w;
+        scratch.add_weight(c, w);
     }
     if weighted && !scratch.global_has_shift {
         for (k, v) in scratch.global_shift.iter_mut().zip(x.row(0)) {
@@ -962,6 +998,7 @@ fn reset_block(scratch: &mut BlockScratch, d: usize, weighted: bool) {
         }
         scratch.dev_sum[c * d..(c + 1) * d].fill(0.0);
         scratch.weight[c] = 0.0;
+        scratch.weight_lo[c] = 0.0;
     }
     if weighted {
         scratch.global_sum.fill(0.0);
@@ -1081,6 +1118,7 @@ fn finish_onepass(
     weighted: bool,
 ) -> bool {
     let mut ok = true;
+    scratch.fold_weights();
     for &c in &scratch.touched {
         let span = c * d..(c + 1) * d;
         ok &= finish_group(
@@ -1349,11 +1387,12 @@ fn block_stats<E: Element>(
         for i in 0..rows {
             let c = scratch.codes[i];
             scratch.touch(c);
-            scratch.weight[c] += if weighted {
+            let w = if weighted {
                 scratch.row_weights[i]
             } else {
                 1.0
             };
+            scratch.add_weight(c, w);
         }
         return;
     }
@@ -1466,6 +1505,7 @@ fn dispatch_cols<'r, E: Element>(
 /// Turn the per-class shifted sums of a block into block means: one reciprocal per class.
 #[inline(always)]
 fn finish_means(scratch: &mut BlockScratch, d: usize, rows: usize, weighted: bool) {
+    scratch.fold_weights();
     for &c in &scratch.touched {
         let w = scratch.weight[c];
         if w > 0.0 {
@@ -1506,7 +1546,9 @@ fn rows_kernel<'r, E: Element, F: Fn(usize) -> &'r [E], const FMA: bool>(
         let sum = &mut scratch.sum[span(c)];
         if weighted {
             let w = scratch.row_weights[i];
-            scratch.weight[c] += w;
+            let (hi, lo) = two_sum(scratch.weight[c], w);
+            scratch.weight[c] = hi;
+            scratch.weight_lo[c] += lo;
             for ((s, &k), &v) in sum.iter_mut().zip(shift).zip(row) {
                 *s = madd::<FMA>(w, v.to_f64() - k, *s);
             }
@@ -1585,11 +1627,12 @@ fn cols_kernel<'r, E: Element, const FMA: bool>(
             }
             scratch.has_shift[c] = true;
         }
-        scratch.weight[c] += if weighted {
+        let w = if weighted {
             scratch.row_weights[i]
         } else {
             1.0
         };
+        scratch.add_weight(c, w);
     }
     if weighted && !scratch.global_has_shift {
         for j in 0..d {
@@ -1677,6 +1720,7 @@ fn correct_block_group(
 /// reset the block's scratch. The block mean is `K + D + correction`, passed as a double-double.
 fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, weighted: bool) {
     let d = stats.classes.n_features;
+    scratch.fold_weights();
     for &c in &scratch.touched {
         let span = c * d..(c + 1) * d;
         correct_block_group(
@@ -1687,6 +1731,8 @@ fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, 
             &mut scratch.dev_sum[span.clone()],
         );
         let classes = &mut stats.classes;
+        // The merge rounds the chunk total once per block: keep that error.
+        scratch.merged_weight_lo[c] += two_sum(classes.weight[c], scratch.weight[c]).1;
         merge_group(
             GroupMut {
                 weight: &mut classes.weight[c],
@@ -1706,6 +1752,7 @@ fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, 
         scratch.dev_sum[span.clone()].fill(0.0);
         scratch.sq_dev[span].fill(0.0);
         scratch.weight[c] = 0.0;
+        scratch.weight_lo[c] = 0.0;
         scratch.seen[c] = false;
     }
     scratch.touched.clear();
@@ -2051,6 +2098,7 @@ fn bucket_block<E: Element, L: Label>(
         order,
         fresh,
         weight: class_weight,
+        weight_lo: class_weight_lo,
         seen,
         touched,
         has_shift,
@@ -2137,11 +2185,18 @@ fn bucket_block<E: Element, L: Label>(
     for (c, span) in buckets.iter() {
         let c = *c;
         let members = &order[span.clone()];
-        class_weight[c] += if row_weights.is_empty() {
-            members.len() as f64
+        if row_weights.is_empty() {
+            // Counts: exact.
+            class_weight[c] += members.len() as f64;
         } else {
-            members.iter().map(|&i| row_weights[i as usize]).sum()
-        };
+            let (mut hi, mut lo) = (class_weight[c], class_weight_lo[c]);
+            for &i in members {
+                let (s, e) = two_sum(hi, row_weights[i as usize]);
+                hi = s;
+                lo += e;
+            }
+            (class_weight[c], class_weight_lo[c]) = (hi, lo);
+        }
         if !seen[c] {
             seen[c] = true;
             touched.push(c);

@@ -6,6 +6,7 @@ a bug still open is marked ``xfail(strict=True)``, so its fix shows up as an XPA
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
@@ -425,7 +426,7 @@ def test_kb4_merge_with_a_subnormal_weight_next_to_a_huge_one_is_finite_and_exac
         ([1.6e-300, -4.3e-301, -1.1e-301, -8.8e-301], [1e300] * 4),
         # Tiny (not subnormal) weights with huge data stay as given.
         ([1e150, -2e150, 3e150], [1e-300] * 3),
-        # Subnormal weights are scaled up to 2^-960 only: data ~1e150 stays in range.
+        # Subnormal weights are scaled up to 2^-64 only: data ~1e150 stays in range.
         ([1e150, -2e150, 4e150], [5e-324, 1e-320, 2e-323]),
     ],
 )
@@ -438,3 +439,45 @@ def test_weight_scaling_keeps_the_products_of_extreme_data_in_range(
     mean = ref.mean[0, 0]
     assert abs(s.mean[0, 0] - mean) <= 2 * np.spacing(abs(mean))
     assert s.m2[0, 0] == pytest.approx(ref.m2[0, 0], rel=1e-13)
+
+
+@pytest.mark.parametrize("weight", [1e-160, 1e-170, 1e-200, 1e-250, 1e-300])
+def test_tiny_weights_on_tiny_data_keep_the_mean_exact(weight: float) -> None:
+    # Reviewer-found: w * (x - K) ~ 1e-350 underflowed for weights 1e-200 on data ~1e-150, so
+    # the mean came out 1e-150 where it is 2e-150 (classes were rescaled only below 2^-960).
+    x = np.array([[1e-150, 5e-151], [3e-150, -7e-151], [2.5e-150, 3e-151]])
+    for order in "CF":
+        xs = np.asarray(x, order=order)
+        s = class_stats(xs, [0, 0, 0], 1, sample_weight=[weight, weight, 2 * weight])
+        ref = fraction_class_stats(
+            xs, np.zeros(3, dtype=int), 1, np.array([weight, weight, 2 * weight])
+        )
+        for j in range(2):
+            mean = ref.mean[0, j]
+            assert abs(s.mean[0, j] - mean) <= 2 * np.spacing(abs(mean)), (order, j)
+        assert s.weight[0] == pytest.approx(4 * weight, rel=1e-15)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_class_weights_are_summed_with_compensation(order: str) -> None:
+    # Reviewer-found: class weights were plain sums, so 1e5 unit weights next to one of 1e16
+    # were all lost (1e16 + 1 rounds back to 1e16) and the mean and variance came out 1.6e-12
+    # off; ordinary uniform(0, 10) weights were up to 20 ulps off math.fsum.
+    n = 100_000
+    x = np.asarray(np.vstack([[[0.0]], np.ones((n, 1))]), order=order)
+    w = np.r_[1e16, np.ones(n)]
+    y = np.zeros(n + 1, dtype=int)
+    s = class_stats(x, y, 1, sample_weight=w)
+    ref = fraction_class_stats(x, y, 1, w)
+    assert s.weight[0] == ref.weight[0] == 1e16 + n
+    assert s.mean[0, 0] == pytest.approx(ref.mean[0, 0], rel=4e-16)
+    ref_var = ref.m2[0, 0] / ref.weight[0]
+    assert s.var[0, 0] == pytest.approx(ref_var, rel=4e-15)
+    rng = np.random.default_rng(41)
+    x = np.asarray(rng.normal(size=(200_000, 3)), order=order)
+    w = rng.uniform(0.0, 10.0, 200_000)
+    y = rng.integers(0, 3, 200_000)
+    s = class_stats(x, y, 3, sample_weight=w)
+    for c in range(3):
+        exact = math.fsum(w[y == c])
+        assert abs(s.weight[c] - exact) <= np.spacing(exact), c

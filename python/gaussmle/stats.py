@@ -163,8 +163,8 @@ def class_stats(
         Number of classes; defaults to ``y.max() + 1``.
     sample_weight : array_like of shape (n_samples,), optional
         Non-negative finite weights. Their scale does not matter: a class whose largest
-        weight is below 2**-960 (subnormal weights, say) is rescaled by a power of two,
-        exactly.
+        weight is below 2**-64 is rescaled by a power of two, exactly, so that products of
+        tiny weights and tiny deviations stay in float64's normal range.
         One limit remains: ``m2 = weight * var`` below float64's normal range (~2.2e-308)
         has fewer digits, like any float64 that small.
     n_threads : int, optional
