@@ -3,8 +3,8 @@
 
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1,
-    PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyReadwriteArray1, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -90,8 +90,43 @@ fn require_aligned(aligned: bool, name: &str) -> PyResult<()> {
 
 fn borrow_error(name: &str) -> PyErr {
     PyValueError::new_err(format!(
-        "{name} is not writable or overlaps another argument that is being written"
+        "{name} is not writable, or overlaps an array that is being written (another argument, \
+         or an output of a call still running in another thread)"
     ))
+}
+
+/// Whether a 2-D array's elements overlap each other (zero or too-small strides, as
+/// `np.lib.stride_tricks.as_strided` makes): writing such an `out` from several threads is a
+/// data race, and its values would depend on the order of the writes.
+fn self_overlapping(shape: &[usize], strides: &[isize], itemsize: usize) -> bool {
+    let mut dims: Vec<(usize, usize)> = shape
+        .iter()
+        .zip(strides)
+        .filter(|(len, _)| **len > 1)
+        .map(|(&len, &stride)| (stride.unsigned_abs(), len))
+        .collect();
+    dims.sort_unstable();
+    let mut span = itemsize;
+    for (stride, len) in dims {
+        if stride < span {
+            return true;
+        }
+        span = stride.saturating_mul(len);
+    }
+    false
+}
+
+fn require_disjoint_elements(a: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
+    let itemsize = a.dtype().itemsize();
+    if self_overlapping(a.shape(), a.strides(), itemsize) {
+        return Err(PyValueError::new_err(format!(
+            "out has overlapping elements (shape {:?}, strides {:?}); pass an array whose \
+             elements are distinct, such as one from np.empty",
+            a.shape(),
+            a.strides()
+        )));
+    }
+    Ok(())
 }
 
 fn matrix<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Matrix<'py>> {
@@ -130,6 +165,7 @@ fn check_2d(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<()> {
 fn out_matrix<'py>(obj: &Bound<'py, PyAny>) -> PyResult<OutMatrix<'py>> {
     if let Ok(a) = obj.cast::<PyArray2<f64>>() {
         require_aligned(a.is_aligned(), "out")?;
+        require_disjoint_elements(a.as_untyped())?;
         return a
             .try_readwrite()
             .map(OutMatrix::F64)
@@ -137,6 +173,7 @@ fn out_matrix<'py>(obj: &Bound<'py, PyAny>) -> PyResult<OutMatrix<'py>> {
     }
     if let Ok(a) = obj.cast::<PyArray2<f32>>() {
         require_aligned(a.is_aligned(), "out")?;
+        require_disjoint_elements(a.as_untyped())?;
         return a
             .try_readwrite()
             .map(OutMatrix::F32)
@@ -519,6 +556,7 @@ impl GaussianScorer {
             None => unsafe { PyArray1::<i64>::new(py, [n_rows], false) },
         };
         require_aligned(out_arr.is_aligned(), "out")?;
+        require_disjoint_elements(out_arr.as_untyped())?;
         let mut ow: PyReadwriteArray1<'py, i64> =
             out_arr.try_readwrite().map_err(|_| borrow_error("out"))?;
         let scorer = &self.inner;

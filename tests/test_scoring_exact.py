@@ -757,3 +757,28 @@ def test_proba_of_an_underflowing_loser_does_not_hide_the_winner() -> None:
                 exact = decimal_log_proba(x, mean, var, lp, digits=90)
                 want = [max(range(n_classes), key=lambda c, row=row: row[c]) for row in exact]
                 assert np.argmax(predict_proba(x, mean, var, lp), axis=1).tolist() == want
+
+
+@pytest.mark.parametrize("strides", [(0, 8), (8, 8), (8, 0)])
+def test_out_with_overlapping_elements_is_rejected(strides: tuple[int, int]) -> None:
+    # Reviewer-found: a writeable as_strided out whose elements alias each other was accepted,
+    # and with n_threads=2 two threads wrote the same memory (a data race).
+    from numpy.lib.stride_tricks import as_strided
+
+    x = np.random.default_rng(5).normal(size=(64, 3))
+    mean, var, lp = np.zeros((2, 3)), np.ones((2, 3)), np.log([0.5, 0.5])
+    buf = np.full(256, 7.0)
+    out = as_strided(buf, (64, 2), strides, writeable=True)
+    for fn in (joint_log_likelihood, predict_proba, predict_log_proba):
+        with pytest.raises(ValueError, match="overlapping elements"):
+            fn(x, mean, var, lp, out=out, n_threads=2)
+    labels = as_strided(np.zeros(4, dtype=np.int64), (64,), (0,), writeable=True)
+    with pytest.raises(ValueError, match="overlapping elements"):
+        predict(x, mean, var, lp, out=labels)
+    assert np.all(buf == 7.0)
+    # Distinct elements in any order are fine: reversed columns, every other row of a buffer.
+    reversed_cols = np.empty((64, 2))[:, ::-1]
+    spaced = as_strided(np.empty(256), (64, 2), (32, 8), writeable=True)
+    for good in (reversed_cols, spaced):
+        got = predict_proba(x, mean, var, lp, out=good)
+        np.testing.assert_array_equal(got, predict_proba(x, mean, var, lp))
