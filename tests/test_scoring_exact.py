@@ -390,6 +390,15 @@ def test_bad_mean_or_prior_raises_value_error(kind: str) -> None:
     for bad in (np.nan, np.inf):
         with pytest.raises(ValueError):
             fn(x, np.zeros((2, 2)), var, np.array([0.0, bad]))
+    # Another rank is a ValueError naming the parameter, as for X (it was a TypeError).
+    mean = np.zeros((2, 2))
+    for args, name in (
+        ((x, mean[0], var, log_prior), "mean"),
+        ((x, mean, var[None], log_prior), "var"),
+        ((x, mean, var, log_prior[None]), "log_prior"),
+    ):
+        with pytest.raises(ValueError, match=f"^{name} must be a"):
+            fn(*args)
 
 
 def scoring_nonfinite_cases() -> list[tuple[str, np.ndarray, int, int]]:

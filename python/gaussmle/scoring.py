@@ -19,15 +19,22 @@ def make_scorer(mean: Any, var: Any, log_prior: Any) -> _core.GaussianScorer:
     ``ValueError``: add smoothing); ``log_prior`` may be ``-inf`` for impossible classes.
     """
     return _core.GaussianScorer(
-        _parameter(mean, "mean"), _parameter(var, "var"), _parameter(log_prior, "log_prior")
+        _parameter(mean, "mean", 2),
+        _parameter(var, "var", 2),
+        _parameter(log_prior, "log_prior", 1),
     )
 
 
-def _parameter(values: Any, name: str) -> npt.NDArray[np.float64]:
-    """Model parameters as contiguous float64 (they are small); only real numbers are accepted."""
+def _parameter(values: Any, name: str, ndim: int) -> npt.NDArray[np.float64]:
+    """Model parameters as contiguous float64 (they are small); only real numbers are accepted,
+    and another rank is a ``ValueError``, as for X."""
     arr = np.asarray(values)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(
+            f"{name} must be a {ndim}-D array; got {arr.ndim}-D with shape {arr.shape}"
+        )
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
