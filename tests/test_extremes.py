@@ -481,3 +481,25 @@ def test_class_weights_are_summed_with_compensation(order: str) -> None:
     for c in range(3):
         exact = math.fsum(w[y == c])
         assert abs(s.weight[c] - exact) <= np.spacing(exact), c
+
+
+@pytest.mark.parametrize("layout", ["F", "strided"])
+def test_block_path_two_pass_with_an_outlier_shift(layout: str) -> None:
+    # Found by the Hypothesis boundary test: the block-wise path (Fortran order and other
+    # strides) shifts a class by its first row. An outlier there (32770 against eight rows of
+    # 1.2 with weight 2396) made x - K round by u*32770 the same way in every row, and the
+    # two-pass mean came out 1e-12 off. The second pass now subtracts the first pass's mean.
+    x = np.array([[32770.0, 1.2]] + [[1.2, 1.2]] * 8)
+    if layout == "F":
+        x = np.asfortranarray(x)
+    else:
+        big = np.zeros((9, 4))
+        big[:, ::2] = x
+        x = big[:, ::2]
+    w = np.array([1.0] + [2396.0] * 8)
+    y = np.zeros(9, dtype=int)
+    s = class_stats(x, y, 1, sample_weight=w)
+    ref = fraction_class_stats(x, y, 1, w)
+    for j in range(2):
+        assert abs(s.mean[0, j] - ref.mean[0, j]) <= np.spacing(ref.mean[0, j]), j
+        assert s.m2[0, j] == pytest.approx(ref.m2[0, j], rel=1e-14), j
