@@ -12,6 +12,7 @@ import gaussmle
 import numpy as np
 import pytest
 from gaussmle.streaming import BatchError, fit_stream, iter_npy_batches
+from reference import fraction_class_stats
 
 psutil = pytest.importorskip("psutil")
 
@@ -260,3 +261,62 @@ def test_large_memmap_fit_with_bounded_memory(tmp_path: Path) -> None:
     # The same rows in one in-place call (Rust reads the memmap directly): same model.
     whole = np.load(X_path, mmap_mode="r")
     assert_same_model(model, gaussmle.GaussianNB().fit(whole, labels))
+
+
+# ---------------------------------------------------------------------------- memmap pages
+
+
+def assert_exact_stats(model: Any, X: np.ndarray, y: np.ndarray, n_classes: int) -> None:
+    """The model's raw statistics equal the exact (Fraction) statistics of X, y."""
+    ref = fraction_class_stats(X, y, n_classes)
+    stats = model.get_class_stats()
+    np.testing.assert_array_equal(stats.weight, ref.weight)
+    np.testing.assert_array_equal(stats.mean, ref.mean)
+    np.testing.assert_array_equal(stats.m2, ref.m2)
+    np.testing.assert_array_equal(stats.global_m2, ref.global_m2)
+    np.testing.assert_array_equal(model.theta_, ref.mean)
+
+
+def small_integer_rows(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of small integers and alternating labels; every statistic is exact in float64.
+
+    With ``n`` a multiple of 14 each class sees every residue mod 7 equally often, so all
+    means are integers.
+    """
+    assert n % 14 == 0
+    rows = np.arange(n)[:, None] % 7 + np.arange(d)[None, :]
+    return rows.astype(np.float64), np.arange(n) % 2
+
+
+def test_copy_on_write_memmap_edits_are_fitted_and_kept(tmp_path: Path) -> None:
+    # 3 float64 columns = 24-byte rows: 1000-row batches (24 000 bytes) end inside pages.
+    path = tmp_path / "X.npy"
+    np.save(path, np.zeros((4_200, 3)))
+    edited, y = small_integer_rows(4_200, 3)
+    X = np.load(path, mmap_mode="c")
+    X[:] = edited  # private, in-memory edits: the file stays all zeros
+    model = fit_stream(X, y, batch_rows=1_000)
+    np.testing.assert_array_equal(X, edited)  # the caller's edits survive
+    assert_exact_stats(model, edited, y, 2)
+    assert np.load(path).sum() == 0.0
+
+
+@pytest.mark.parametrize("mode", ["r", "r+"])
+def test_shared_memmap_batches_ending_inside_pages(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "X.npy"
+    X, y = small_integer_rows(5_040, 3)
+    np.save(path, X)
+    mapped = np.load(path, mmap_mode=mode)
+    # 333 rows = 7992 bytes: every batch boundary falls inside a page.
+    model = fit_stream(mapped, y, batch_rows=333)
+    assert_exact_stats(model, X, y, 2)
+    np.testing.assert_array_equal(mapped, X)
+
+
+def test_whole_pages_inside_rounds_start_up_and_end_down() -> None:
+    from gaussmle.streaming import _whole_pages_inside
+
+    assert _whole_pages_inside(100, 3 * 4096 + 5, 4096) == (4096, 8192)
+    assert _whole_pages_inside(4096, 8192, 4096) == (4096, 4096)
+    assert _whole_pages_inside(0, 4095, 4096) is None  # no whole page: nothing released
+    assert _whole_pages_inside(4000, 8000, 4096) is None

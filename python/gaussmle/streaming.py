@@ -81,30 +81,53 @@ def _open_npy(source: PathLike | AnyArray, name: str) -> AnyArray:
     return np.asarray(source) if not isinstance(source, np.ndarray) else source
 
 
-def _release(arr: AnyArray, start: int, stop: int) -> None:
-    """Drop the pages of rows ``start:stop`` of a C-ordered memmap from this process.
+#: np.memmap modes whose mapping is shared with the file (MAP_SHARED): dropping a page from
+#: the process loses nothing, because the page cache (or the file) holds its current content.
+#: "c" (copy-on-write, MAP_PRIVATE) is missing on purpose: its edited pages exist only in this
+#: process, and dropping them would silently revert the caller's array to the file.
+_SHARED_MEMMAP_MODES = frozenset({"r", "r+", "w+"})
 
-    The pages stay in the OS page cache (nothing is lost: the mapping is read-only and
-    file-backed) but no longer count as resident memory of the process; without this, the
-    resident set of a sequential pass over a memmap grows to the whole file.
+
+def _whole_pages_inside(begin: int, end: int, page: int) -> tuple[int, int] | None:
+    """``(offset, length)`` of the whole pages inside bytes ``begin:end``, or None if none.
+
+    The start is rounded up and the end down, so a page shared with a neighbouring batch (or
+    with the bytes before or after the array) is never released.
     """
-    mm = getattr(arr, "_mmap", None)
+    first = -(-begin // page) * page
+    last = end - end % page
+    return (first, last - first) if last > first else None
+
+
+def _release(arr: AnyArray, start: int, stop: int) -> None:
+    """Drop the pages of rows ``start:stop`` of a C-ordered, file-shared memmap from this process.
+
+    The pages stay in the OS page cache (the mapping is shared with the file, so nothing is
+    lost) but no longer count as resident memory of the process; without this, the resident set
+    of a sequential pass over a memmap grows to the whole file. Anything else (a copy-on-write
+    memmap, a plain array, even one whose base is an mmap) is left alone: there the process's
+    pages may be the only copy of the data.
+    """
     advice = getattr(mmap, "MADV_DONTNEED", None)
-    if not isinstance(mm, mmap.mmap) or advice is None or not arr.flags.c_contiguous:
+    if advice is None or not isinstance(arr, np.memmap):
         return
-    if stop <= start or arr.ndim == 0:
+    mm = getattr(arr, "_mmap", None)
+    if not isinstance(mm, mmap.mmap) or arr.mode not in _SHARED_MEMMAP_MODES:
+        return
+    if stop <= start or arr.ndim == 0 or not arr.flags.c_contiguous:
         return
     row_bytes = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
-    # np.memmap maps from the allocation-granularity boundary below the data offset.
-    base = int(getattr(arr, "offset", 0)) % mmap.ALLOCATIONGRANULARITY
-    page = mmap.PAGESIZE
-    first = base + start * row_bytes
-    last = min(base + stop * row_bytes, len(mm))
-    first -= first % page
-    if last <= first:
+    # Offsets inside the mapping, from the data pointers: a slice of a memmap keeps its
+    # parent's `offset` attribute, so that attribute does not locate the slice.
+    mapping_start = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    data_start = int(arr.ctypes.data) - mapping_start
+    begin = data_start + start * row_bytes
+    end = min(data_start + stop * row_bytes, len(mm))
+    pages = _whole_pages_inside(begin, end, mmap.PAGESIZE)
+    if pages is None:
         return
     try:
-        mm.madvise(advice, first, last - first)
+        mm.madvise(advice, *pages)
     except (OSError, ValueError):  # pragma: no cover - best effort only
         return
 
