@@ -234,3 +234,23 @@ def test_workers_reduce_and_only_statistics_travel(client: Any) -> None:
     assert client_keys == {"_merge_in_order"}
     assert client_bytes < 4096
     assert client_bytes * 10_000 < X.nbytes
+
+
+def test_n_jobs_minus_one_is_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As for the estimator: -1 is every core, whatever GAUSSMLE_NUM_THREADS says.
+    import gaussmle.dask as gdask
+
+    monkeypatch.setenv("GAUSSMLE_NUM_THREADS", "1")
+    seen: list[int | None] = []
+    original = gdask.class_stats
+
+    def spy(*args: Any, n_threads: int | None = None, **kwargs: Any) -> Any:
+        seen.append(n_threads)
+        return original(*args, n_threads=n_threads, **kwargs)
+
+    monkeypatch.setattr(gdask, "class_stats", spy)
+    X = da.from_array(np.arange(8.0).reshape(4, 2), chunks=2)
+    y = da.from_array(np.array([0, 1, 0, 1]), chunks=2)
+    with dask.config.set(scheduler="synchronous"):
+        GaussianNB(n_jobs=-1).fit(X, y)
+    assert seen == [gaussmle._core.available_cores()] * 2

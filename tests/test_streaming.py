@@ -320,3 +320,21 @@ def test_whole_pages_inside_rounds_start_up_and_end_down() -> None:
     assert _whole_pages_inside(4096, 8192, 4096) == (4096, 4096)
     assert _whole_pages_inside(0, 4095, 4096) is None  # no whole page: nothing released
     assert _whole_pages_inside(4000, 8000, 4096) is None
+
+
+def test_n_jobs_minus_one_streams_with_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The estimator's n_jobs=-1 means every core, not GAUSSMLE_NUM_THREADS; so must streaming.
+    import gaussmle.streaming as streaming
+
+    monkeypatch.setenv("GAUSSMLE_NUM_THREADS", "1")
+    seen: list[int | None] = []
+    original = streaming.class_stats
+
+    def spy(*args: Any, n_threads: int | None = None, **kwargs: Any) -> Any:
+        seen.append(n_threads)
+        return original(*args, n_threads=n_threads, **kwargs)
+
+    monkeypatch.setattr(streaming, "class_stats", spy)
+    X, y = small_integer_rows(14, 2)
+    fit_stream([(X, y)], classes=[0, 1], estimator=gaussmle.GaussianNB(n_jobs=-1))
+    assert seen == [gaussmle._core.available_cores()]

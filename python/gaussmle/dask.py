@@ -46,8 +46,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from gaussmle import _core
 from gaussmle._labels import encode, sorted_classes
+from gaussmle._threads import threads_for_n_jobs
 from gaussmle.stats import ClassStats, class_stats
 
 if TYPE_CHECKING:
@@ -272,12 +272,6 @@ def _row_blocks(
     return xs, ys, ws, offsets, int(x.shape[1])
 
 
-def _n_threads(n_jobs: int | None) -> int | None:
-    if n_jobs is None or n_jobs > 0:
-        return n_jobs
-    return max(1, _core.default_n_threads() + 1 + int(n_jobs))
-
-
 def class_stats_delayed(
     X: Any,
     y: Any,
@@ -318,7 +312,7 @@ def class_stats_delayed(
         raise ValueError("X has no row blocks")
     classes_d = dask.delayed(cls_arr, pure=True)
     block = dask.delayed(_block_stats, pure=True)
-    threads = _n_threads(n_jobs)
+    threads = threads_for_n_jobs(n_jobs)
     parts = [
         block(
             xs[i],

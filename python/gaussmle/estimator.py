@@ -46,6 +46,7 @@ from sklearn.utils.validation import (
 
 from gaussmle import _core
 from gaussmle._arrays import FloatArray, as_float_array
+from gaussmle._threads import threads_for_n_jobs
 from gaussmle.stats import ClassStats, class_stats
 
 if TYPE_CHECKING:
@@ -283,6 +284,20 @@ def _positions_in_classes(uniques: AnyArray, classes: AnyArray) -> npt.NDArray[n
     return result
 
 
+class _IntegerInterval(Interval):  # type: ignore[misc]
+    """An integer interval that, unlike scikit-learn's ``Interval(Integral, ...)``, rejects bools.
+
+    ``n_jobs=True`` would otherwise pass validation and only fail in Rust, under the name
+    ``n_threads``.
+    """
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        if isinstance(val, bool | np.bool_):
+            return False
+        satisfied: bool = super().is_satisfied_by(val)
+        return satisfied
+
+
 class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Gaussian Naive Bayes, computed exactly and in parallel by the gaussmle Rust core.
 
@@ -349,8 +364,8 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         "priors": ["array-like", None],
         "var_smoothing": [Interval(Real, 0, None, closed="left")],
         "n_jobs": [
-            Interval(Integral, 1, None, closed="left"),
-            Interval(Integral, None, -1, closed="right"),
+            _IntegerInterval(Integral, 1, None, closed="left"),
+            _IntegerInterval(Integral, None, -1, closed="right"),
             None,
         ],
     }
@@ -485,12 +500,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             # resolution, which costs more than scoring a few rows. Results do not depend on
             # the thread count.
             return 1
-        n_jobs = self.n_jobs
-        if n_jobs is None or n_jobs > 0:
-            return n_jobs
-        # joblib's convention: -1 is all cores, -2 all but one, ... (never the environment
-        # variable, which only sets the default for None).
-        return max(1, _core.available_cores() + 1 + int(n_jobs))
+        return threads_for_n_jobs(self.n_jobs)
 
     def _float_matrix(self, X: Any) -> FloatArray:
         """Any X sklearn accepts -> float32/float64 matrix, without a pass over the data.

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from gaussmle import _core
 from gaussmle._arrays import as_float_array
 from gaussmle._labels import encode, sorted_classes
+from gaussmle._threads import threads_for_n_jobs
 from gaussmle.stats import ClassStats, class_stats
 
 if TYPE_CHECKING:
@@ -207,12 +207,6 @@ def _column_names(X: Any) -> list[str] | None:
     return names if names and all(isinstance(c, str) for c in names) else None
 
 
-def _n_threads(n_jobs: int | None) -> int | None:
-    if n_jobs is None or n_jobs > 0:
-        return n_jobs
-    return max(1, _core.default_n_threads() + 1 + int(n_jobs))
-
-
 def _progress_bar(enabled: bool, total: int | None) -> Any:
     """A tqdm bar counting rows, or None (progress off, or tqdm not installed)."""
     if not enabled:
@@ -345,7 +339,7 @@ def fit_stream(
 
     # Fail on a bad parameter before reading the first batch.
     template.check_parameters(len(cls_arr))
-    threads = _n_threads(template.n_jobs)
+    threads = threads_for_n_jobs(template.n_jobs)
     total: ClassStats | None = None
     rows = 0
     bar = _progress_bar(progress, total_rows)
