@@ -22,6 +22,7 @@ of the rows gives the same model as ``fit`` on all of them, ``epsilon_`` include
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import threading
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -60,6 +61,12 @@ AnyArray = npt.NDArray[Any]
 # Below this many (rows x classes x features) the Rust scorer uses one chunk on the caller's
 # thread whatever n_threads says (score.rs PARALLEL_MIN_WORK).
 _SERIAL_WORK = 1 << 18
+
+# scikit-learn >= 1.7 rejects all-zero sample weights unless told otherwise (older versions
+# never reject them and lack the option).
+_HAS_ALL_ZERO_OPTION = (
+    "allow_all_zero_weights" in inspect.signature(_check_sample_weight).parameters
+)
 
 # Integer label dtypes that the Rust label encoder reads exactly as int64 (uint64 may not fit).
 _RUST_ENCODABLE_KINDS = "biu"
@@ -502,16 +509,22 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return 1
         return threads_for_n_jobs(self.n_jobs)
 
-    def _float_matrix(self, X: Any) -> FloatArray:
+    def _float_matrix(self, X: Any, *, allow_empty: bool = False) -> FloatArray:
         """Any X sklearn accepts -> float32/float64 matrix, without a pass over the data.
 
         Non-finite values are not searched for here: the Rust pass over X reports them.
+        ``allow_empty`` accepts 0 rows (an empty batch of a stream adds nothing).
         """
         if _is_ready_float_matrix(X):
             matrix: FloatArray = X
             return matrix
         checked = check_array(
-            X, input_name="X", estimator=self, dtype="numeric", ensure_all_finite=False
+            X,
+            input_name="X",
+            estimator=self,
+            dtype="numeric",
+            ensure_all_finite=False,
+            ensure_min_samples=0 if allow_empty else 1,
         )
         return as_float_array(checked)
 
@@ -549,11 +562,19 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         check_consistent_length(np.empty((n_rows, 0)), y_arr)
         return y_arr
 
-    def _validated_weights(self, sample_weight: Any, X: FloatArray) -> F64 | None:
+    def _validated_weights(
+        self, sample_weight: Any, X: FloatArray, *, allow_all_zero: bool = False
+    ) -> F64 | None:
+        """scikit-learn's sample_weight checks (a scalar means that weight for every row).
+
+        ``allow_all_zero``: a batch of a stream may have only zero weights (its rows still
+        count toward ``epsilon_``); a whole ``fit`` may not, as in scikit-learn.
+        """
         if sample_weight is None:
             return None
+        extra = {"allow_all_zero_weights": True} if allow_all_zero and _HAS_ALL_ZERO_OPTION else {}
         weights: F64 = _check_sample_weight(
-            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True, **extra
         )
         return weights
 
