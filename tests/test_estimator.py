@@ -860,3 +860,22 @@ def test_n_jobs_minus_one_is_all_cores_whatever_the_environment(
     assert threads_for_n_jobs(None) is None
     with pytest.raises(TypeError, match="n_jobs must be an integer or None; got True"):
         threads_for_n_jobs(True)
+
+
+def test_from_class_stats_rejects_invalid_statistics_with_partial_fit_stats_wording() -> None:
+    import dataclasses
+
+    stats = gaussmle.class_stats(X_GOOD, Y_GOOD)
+    n = stats.n_classes
+    message = "statistics weight must be finite and >= 0; got -5"
+    with pytest.raises(ValueError, match=message):
+        GaussianNB.from_class_stats(
+            dataclasses.replace(stats, weight=np.r_[-5.0, stats.weight[1:]]), np.arange(n)
+        )
+    with pytest.raises(ValueError, match="statistics mean/m2 must be finite"):
+        GaussianNB.from_class_stats(
+            dataclasses.replace(stats, mean=np.full_like(stats.mean, np.nan)), np.arange(n)
+        )
+    # The valid statistics give the model fit gives.
+    model = GaussianNB.from_class_stats(stats, np.arange(n))
+    np.testing.assert_array_equal(model.theta_, GaussianNB().fit(X_GOOD, Y_GOOD).theta_)
