@@ -67,7 +67,8 @@ fn thread_count(arg: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
             }
             // Report the value given, not the i64 it would be clamped to.
             Err(PyValueError::new_err(format!(
-                "n_threads must be a positive integer, -1 (all cores) or None; got {}",
+                "invalid parameter: n_threads must be a positive integer, -1 (all cores) or None; \
+                 got {}",
                 obj.str()?
             )))
         }

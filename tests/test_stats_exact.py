@@ -446,7 +446,7 @@ def test_non_numeric_input_is_type_error() -> None:
     with pytest.raises(TypeError):
         class_stats(np.array([["a", "b"], ["c", "d"]]), y)
     with pytest.raises(TypeError):
-        class_stats(np.ones((2, 2)), np.array([0.5, 1.0]))
+        class_stats(np.ones((2, 2)), np.array(["a", "b"]))
     with pytest.raises(TypeError):
         class_stats(np.ones((2, 2)), y, sample_weight=np.array(["1", "2"]))
 
@@ -518,3 +518,32 @@ def test_zero_weight_m2_is_not_dropped_silently_by_a_merge() -> None:
     stats = small_stats()
     with pytest.raises(ValueError, match="m2 must be 0 where weight is 0"):
         ClassStats([0.0, 1.0], stats.mean, [[5.0], [0.0]], 3.0, stats.global_mean, stats.global_m2)
+
+
+# ---------------------------------------------------------------------------- label messages
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([-5, -3], "y must hold non-negative class codes 0..n_classes-1; got -5 at row 0"),
+        ([0, -5], "y must hold non-negative class codes 0..n_classes-1; got -5 at row 1"),
+        (
+            np.array([0, 2**63 - 1]),
+            "y holds the class code 9223372036854775807 at row 1; n_classes (max(y) + 1 when "
+            "not given) must be below 2**63",
+        ),
+        ([0, 1.5], "y must hold integral class codes 0..n_classes-1; got 1.5 at row 1"),
+        ([0.0, np.nan], "y must hold integral class codes 0..n_classes-1; got nan at row 1"),
+        ([np.inf, 0.0], "y must hold integral class codes 0..n_classes-1; got inf at row 0"),
+    ],
+)
+def test_bad_labels_without_n_classes_name_the_label(labels: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        class_stats(np.zeros((2, 1)), labels)
+
+
+def test_integral_float_labels_are_class_codes() -> None:
+    stats = class_stats(np.array([[1.0], [3.0], [10.0]]), np.array([0.0, 2.0, 2.0]))
+    np.testing.assert_array_equal(stats.weight, [1.0, 0.0, 2.0])
+    np.testing.assert_array_equal(stats.mean, [[1.0], [0.0], [6.5]])

@@ -222,6 +222,26 @@ class ClassStats:
         )
 
 
+def _n_classes_of(labels: npt.NDArray[np.int64] | npt.NDArray[np.int32]) -> int:
+    """``max(labels) + 1``, the default n_classes; ValueError naming a label that rules it out."""
+    if not labels.size:
+        return 0
+    lowest = int(labels.min())
+    if lowest < 0:
+        row = int(np.argmin(labels))
+        raise ValueError(
+            f"y must hold non-negative class codes 0..n_classes-1; got {lowest} at row {row}"
+        )
+    highest = int(labels.max())
+    if highest >= 2**63 - 1:
+        row = int(np.argmax(labels))
+        raise ValueError(
+            f"y holds the class code {highest} at row {row}; n_classes (max(y) + 1 when not "
+            "given) must be below 2**63, so class codes are at most 2**63 - 2"
+        )
+    return highest + 1
+
+
 def class_stats(
     X: Any,
     y: Any,
@@ -274,7 +294,7 @@ def class_stats(
     labels = as_labels(y, x.shape[0])
     weights = as_weights(sample_weight, x.shape[0])
     if n_classes is None:
-        n_classes = int(labels.max()) + 1 if labels.size else 0
+        n_classes = _n_classes_of(labels)
     n_classes = operator.index(n_classes)
     if not 0 <= n_classes < 2**63:
         raise ValueError(f"n_classes must be in 0..2**63; got {n_classes}")
