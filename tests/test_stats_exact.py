@@ -456,7 +456,7 @@ def test_core_module_exposes_documented_helpers() -> None:
     assert gaussmle.simd_level() in ("scalar", "avx2", "avx512")
 
 
-# ---------------------------------------------------------------------------- immutability, validation
+# ------------------------------------------------------------- immutability, validation
 
 
 def small_stats() -> ClassStats:

@@ -377,7 +377,7 @@ def test_zero_weight_batches_before_a_bad_one_are_not_lost() -> None:
         yield X2, y
 
     stream = batches()
-    with pytest.raises(BatchError, match="sample weight 0.*pending_stats") as info:
+    with pytest.raises(BatchError, match=r"sample weight 0.*pending_stats") as info:
         fit_stream(stream, classes=[0, 1])
     err = info.value
     assert (err.batch_index, err.rows_fitted, err.estimator) == (1, 4, None)
