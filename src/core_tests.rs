@@ -951,3 +951,31 @@ fn ln_1p_nonnegative_is_within_one_ulp_of_libm() {
     assert_eq!(ln_1p_nonnegative::<true>(f64::INFINITY), f64::INFINITY);
     assert!(worst[0] <= 1 && worst[1] <= 1, "{worst:?} ulp");
 }
+
+#[test]
+fn statistics_with_m2_but_no_weight_are_rejected() {
+    // Group 1 has weight 0 but m2 5: the next merge would drop the 5 silently.
+    let err = Moments::from_parts(
+        vec![2.0, 0.0],
+        vec![1.0, 0.0],
+        vec![0.0, 0.0],
+        vec![2.0, 5.0],
+        1,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid parameter: statistics m2 must be 0 where weight is 0; got 5 for group 1, feature 0"
+    );
+    // Zero weight with zero m2 is an unseen group: valid.
+    assert!(
+        Moments::from_parts(
+            vec![2.0, 0.0],
+            vec![1.0, 0.0],
+            vec![0.0; 2],
+            vec![2.0, 0.0],
+            1
+        )
+        .is_ok()
+    );
+}

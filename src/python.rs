@@ -62,12 +62,15 @@ fn thread_count(arg: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
     match obj.extract::<i64>() {
         Ok(n) => Ok(threads::resolve_threads(Some(n))?),
         Err(_) if obj.is_instance_of::<pyo3::types::PyInt>() => {
-            let positive = obj.gt(0_i64)?;
-            Ok(threads::resolve_threads(Some(if positive {
-                i64::MAX
-            } else {
-                i64::MIN
-            }))?)
+            if obj.gt(0_i64)? {
+                return Ok(threads::resolve_threads(Some(i64::MAX))?);
+            }
+            // Report the value given, not the i64 it would be clamped to.
+            Err(PyValueError::new_err(format!(
+                "invalid parameter: n_threads must be a positive integer, -1 (all cores) or None; \
+                 got {}",
+                obj.str()?
+            )))
         }
         Err(_) => Err(PyTypeError::new_err(format!(
             "n_threads must be an integer or None; got {}",
@@ -342,6 +345,12 @@ fn moments(parts: &Bound<'_, PyAny>) -> PyResult<Moments> {
     )?)
 }
 
+/// Validate a statistics tuple `(weight, mean, mean_lo, m2)` as `merge_stats` does.
+#[pyfunction]
+fn check_stats(parts: &Bound<'_, PyAny>) -> PyResult<()> {
+    moments(parts).map(|_| ())
+}
+
 /// Exact merge of two statistics tuples `(weight, mean, mean_lo, m2)`.
 #[pyfunction]
 fn merge_stats<'py>(
@@ -583,8 +592,9 @@ impl GaussianScorer {
 mod _core {
     #[pymodule_export]
     use super::{
-        GaussianScorer, available_cores, available_simd_levels, class_stats, default_n_threads,
-        encode_labels, merge_stats, set_simd_level, simd_env_problem, simd_level,
+        GaussianScorer, available_cores, available_simd_levels, check_stats, class_stats,
+        default_n_threads, encode_labels, merge_stats, set_simd_level, simd_env_problem,
+        simd_level,
     };
 
     #[pymodule_export]

@@ -135,6 +135,20 @@ impl Moments {
                 what: "statistics mean/m2 must be finite and m2 >= 0".to_string(),
             });
         }
+        // A group without weight has no rows: a positive m2 there would be dropped by the next
+        // merge without a word.
+        if let Some(cell) =
+            (0..cells).find(|&i| weight[i / n_features.max(1)] == 0.0 && m2[i] != 0.0)
+        {
+            return Err(GaussError::BadParameter {
+                what: format!(
+                    "statistics m2 must be 0 where weight is 0; got {} for group {}, feature {}",
+                    m2[cell],
+                    cell / n_features,
+                    cell % n_features
+                ),
+            });
+        }
         Ok(Moments {
             n_groups,
             n_features,

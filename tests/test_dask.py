@@ -7,6 +7,7 @@ and everything shipped to the workers is defined in functions (pickled by value)
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -234,3 +235,105 @@ def test_workers_reduce_and_only_statistics_travel(client: Any) -> None:
     assert client_keys == {"_merge_in_order"}
     assert client_bytes < 4096
     assert client_bytes * 10_000 < X.nbytes
+
+
+def test_n_jobs_minus_one_is_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As for the estimator: -1 is every core, whatever GAUSSMLE_NUM_THREADS says.
+    import gaussmle.dask as gdask
+
+    monkeypatch.setenv("GAUSSMLE_NUM_THREADS", "1")
+    seen: list[int | None] = []
+    original = gdask.class_stats
+
+    def spy(*args: Any, n_threads: int | None = None, **kwargs: Any) -> Any:
+        seen.append(n_threads)
+        return original(*args, n_threads=n_threads, **kwargs)
+
+    monkeypatch.setattr(gdask, "class_stats", spy)
+    X = da.from_array(np.arange(8.0).reshape(4, 2), chunks=2)
+    y = da.from_array(np.array([0, 1, 0, 1]), chunks=2)
+    with dask.config.set(scheduler="synchronous"):
+        GaussianNB(n_jobs=-1).fit(X, y)
+    assert seen == [gaussmle._core.available_cores()] * 2
+
+
+# ---------------------------------------------------------------------------- labels and chunks
+
+
+@pytest.fixture
+def small(client: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """40 rows in 4 chunks, labels 0..2 (on the cluster)."""
+    rng = np.random.default_rng(0)
+    Xn = rng.normal(size=(40, 3))
+    yn = np.array([0, 1, 2, 1] * 10)
+    return da.from_array(Xn, chunks=10), da.from_array(yn, chunks=10), Xn, yn
+
+
+def exact_accuracy(model: Any, Xn: np.ndarray, yn: np.ndarray) -> float:
+    hits = int(np.sum(model.to_local().predict(Xn) == yn))
+    return float(Fraction(hits, len(yn)))
+
+
+def test_score_flattens_column_labels(small: Any) -> None:
+    X, y, Xn, yn = small
+    model = GaussianNB().fit(X, y[:, None])
+    expected = exact_accuracy(model, Xn, yn)
+    assert expected == 0.7  # 28 of 40: not the broadcast (n, n) comparison
+    assert model.score(X, y[:, None]) == expected
+    assert model.score(X, y) == expected
+
+
+def test_row_shaped_labels_are_rejected(small: Any) -> None:
+    X, y, _, _ = small
+    model = GaussianNB().fit(X, y)
+    message = r"y should be a 1d array, got an array of shape \(1, 40\) instead"
+    with pytest.raises(ValueError, match=message):
+        model.score(X, y[None, :])
+    with pytest.raises(ValueError, match=message):
+        GaussianNB().fit(X, y[None, :])
+
+
+def test_score_and_fit_with_unknown_chunk_sizes(small: Any) -> None:
+    X, y, Xn, yn = small
+    model = GaussianNB().fit(X, y)
+    mask = X[:, 0] > 0
+    keep = Xn[:, 0] > 0
+    masked_X = X[mask]
+    assert any(np.isnan(c) for c in masked_X.chunks[0])
+    assert model.score(masked_X, y[mask]) == exact_accuracy(model, Xn[keep], yn[keep])
+    assert model.score(masked_X, y[mask][:, None]) == exact_accuracy(model, Xn[keep], yn[keep])
+    assert any(np.isnan(c) for c in masked_X.chunks[0])  # the caller's array is not modified
+    counts = [float(np.sum(yn[keep] == c)) for c in range(3)]
+    np.testing.assert_array_equal(GaussianNB().fit(masked_X, y[mask]).class_count_, counts)
+    np.testing.assert_array_equal(GaussianNB().fit(masked_X, y[mask][:, None]).class_count_, counts)
+
+
+def test_one_column_label_frame_is_accepted(small: Any) -> None:
+    _, _, Xn, yn = small
+    X = dd.from_pandas(pd.DataFrame(Xn, columns=["a", "b", "c"]), npartitions=2)
+    y = dd.from_pandas(pd.DataFrame({"label": yn}), npartitions=2)
+    model = GaussianNB().fit(X, y)
+    np.testing.assert_array_equal(model.class_count_, [10.0, 20.0, 10.0])
+    assert model.score(X, y) == exact_accuracy(model, Xn, yn)
+    two = dd.from_pandas(pd.DataFrame({"p": yn, "q": yn}), npartitions=2)
+    with pytest.raises(ValueError, match="one-column DataFrame; got a DataFrame with 2 columns"):
+        GaussianNB().fit(X, two)
+
+
+def test_series_as_x_is_rejected(small: Any) -> None:
+    _, _, Xn, yn = small
+    X = dd.from_pandas(pd.Series(Xn[:, 0]), npartitions=2)
+    y = dd.from_pandas(pd.Series(yn), npartitions=2)
+    with pytest.raises(ValueError, match="X must be 2-D: a dask DataFrame, not a Series"):
+        GaussianNB().fit(X, y)
+
+
+def test_predict_on_missing_nullable_values_is_a_clear_value_error(small: Any) -> None:
+    _, _, Xn, yn = small
+    frame = pd.DataFrame(Xn, columns=["a", "b", "c"]).astype("Float64")
+    y = dd.from_pandas(pd.Series(yn), npartitions=2)
+    model = GaussianNB().fit(dd.from_pandas(frame, npartitions=2), y)
+    np.testing.assert_array_equal(model.class_count_, [10.0, 20.0, 10.0])
+    frame.iloc[23, 1] = pd.NA  # row 3 of the second partition (20 rows each)
+    with pytest.raises(ValueError, match=r"row block 1: Input X contains NaN.*row 3, column 1"):
+        model.predict(dd.from_pandas(frame, npartitions=2)).compute()

@@ -399,6 +399,12 @@ BAD_CALLS: list[tuple[str, Callable[[GaussianNB], Any], type[Exception], str]] =
         "n_jobs",
     ),
     (
+        "n_jobs_bool",
+        lambda m: m.set_params(n_jobs=True).fit(X_GOOD, Y_GOOD),
+        InvalidParameterError,
+        "The 'n_jobs' parameter of GaussianNB must be",
+    ),
+    (
         "label_not_in_classes",
         lambda m: m.partial_fit(X_GOOD, np.where(Y_GOOD == 2, 9, Y_GOOD)),
         ValueError,
@@ -834,3 +840,42 @@ def test_params_are_keyword_only_and_stored_unchanged() -> None:
         warnings.simplefilter("error")
         model.fit(X_GOOD, Y_GOOD)
     np.testing.assert_allclose(model.class_prior_, priors)
+
+
+def test_n_jobs_true_names_n_jobs_not_n_threads() -> None:
+    with pytest.raises(InvalidParameterError, match=r"'n_jobs' parameter.*Got True instead"):
+        GaussianNB(n_jobs=True).fit(X_GOOD, Y_GOOD)
+
+
+def test_n_jobs_minus_one_is_all_cores_whatever_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gaussmle._threads import threads_for_n_jobs
+
+    monkeypatch.setenv("GAUSSMLE_NUM_THREADS", "1")
+    cores = gaussmle._core.available_cores()
+    assert threads_for_n_jobs(-1) == cores
+    assert threads_for_n_jobs(-2) == max(1, cores - 1)
+    assert threads_for_n_jobs(3) == 3
+    assert threads_for_n_jobs(None) is None
+    with pytest.raises(TypeError, match="n_jobs must be an integer or None; got True"):
+        threads_for_n_jobs(True)
+
+
+def test_from_class_stats_rejects_invalid_statistics_with_partial_fit_stats_wording() -> None:
+    import dataclasses
+
+    stats = gaussmle.class_stats(X_GOOD, Y_GOOD)
+    n = stats.n_classes
+    message = "statistics weight must be finite and >= 0; got -5"
+    with pytest.raises(ValueError, match=message):
+        GaussianNB.from_class_stats(
+            dataclasses.replace(stats, weight=np.r_[-5.0, stats.weight[1:]]), np.arange(n)
+        )
+    with pytest.raises(ValueError, match="statistics mean/m2 must be finite"):
+        GaussianNB.from_class_stats(
+            dataclasses.replace(stats, mean=np.full_like(stats.mean, np.nan)), np.arange(n)
+        )
+    # The valid statistics give the model fit gives.
+    model = GaussianNB.from_class_stats(stats, np.arange(n))
+    np.testing.assert_array_equal(model.theta_, GaussianNB().fit(X_GOOD, Y_GOOD).theta_)

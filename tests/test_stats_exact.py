@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import pickle
 import re
+from typing import Any
 
 import gaussmle
 import numpy as np
@@ -444,7 +446,7 @@ def test_non_numeric_input_is_type_error() -> None:
     with pytest.raises(TypeError):
         class_stats(np.array([["a", "b"], ["c", "d"]]), y)
     with pytest.raises(TypeError):
-        class_stats(np.ones((2, 2)), np.array([0.5, 1.0]))
+        class_stats(np.ones((2, 2)), np.array(["a", "b"]))
     with pytest.raises(TypeError):
         class_stats(np.ones((2, 2)), y, sample_weight=np.array(["1", "2"]))
 
@@ -452,3 +454,96 @@ def test_non_numeric_input_is_type_error() -> None:
 def test_core_module_exposes_documented_helpers() -> None:
     assert gaussmle.default_n_threads() >= 1
     assert gaussmle.simd_level() in ("scalar", "avx2", "avx512")
+
+
+# ------------------------------------------------------------- immutability, validation
+
+
+def small_stats() -> ClassStats:
+    return class_stats(np.array([[1.0], [3.0], [10.0]]), np.array([0, 0, 1]))
+
+
+@pytest.mark.parametrize(
+    "field", ["weight", "mean", "m2", "global_mean", "global_m2", "mean_lo", "global_mean_lo"]
+)
+def test_class_stats_arrays_are_read_only(field: str) -> None:
+    stats = small_stats()
+    values = getattr(stats, field)
+    before = values.copy()
+    with pytest.raises(ValueError, match="read-only"):
+        values[...] = 5.0
+    np.testing.assert_array_equal(getattr(stats, field), before)
+    merged = stats + stats
+    with pytest.raises(ValueError, match="read-only"):
+        getattr(merged, field)[...] = 5.0
+
+
+def test_class_stats_copies_a_writeable_array_and_keeps_a_read_only_one() -> None:
+    stats = small_stats()
+    weight = np.array([2.0, 1.0])
+    built = ClassStats(weight, stats.mean, stats.m2, 3.0, stats.global_mean, stats.global_m2)
+    weight[0] = 99.0  # the caller's array: not the stored one
+    np.testing.assert_array_equal(built.weight, [2.0, 1.0])
+    assert built.mean is stats.mean  # read-only float64: stored without a copy
+    again = pickle.loads(pickle.dumps(built))
+    assert not again.weight.flags.writeable
+    np.testing.assert_array_equal(again.m2, [[2.0], [0.0]])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"weight": [-1.0, 1.0]}, "statistics weight must be finite and >= 0; got -1"),
+        ({"weight": [np.inf, 1.0]}, "statistics weight must be finite and >= 0; got inf"),
+        ({"mean": [[np.nan], [10.0]]}, "statistics mean/m2 must be finite and m2 >= 0"),
+        ({"m2": [[-1.0], [0.0]]}, "statistics mean/m2 must be finite and m2 >= 0"),
+        (
+            {"weight": [0.0, 1.0], "m2": [[5.0], [0.0]]},
+            "statistics m2 must be 0 where weight is 0; got 5 for group 0, feature 0",
+        ),
+        ({"global_count": -3.0}, "global_count must be finite and >= 0; got -3.0"),
+        ({"global_m2": [np.nan]}, "statistics mean/m2 must be finite and m2 >= 0"),
+        ({"global_mean": [0.0, 1.0]}, r"global_mean has shape \(2,\); expected \(1,\)"),
+    ],
+)
+def test_invalid_class_stats_are_rejected_on_construction(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(small_stats(), **changes)
+
+
+def test_zero_weight_m2_is_not_dropped_silently_by_a_merge() -> None:
+    # Before: ClassStats(weight=[0, ...], m2=[[5], ...]) merged and the 5 vanished.
+    stats = small_stats()
+    with pytest.raises(ValueError, match="m2 must be 0 where weight is 0"):
+        ClassStats([0.0, 1.0], stats.mean, [[5.0], [0.0]], 3.0, stats.global_mean, stats.global_m2)
+
+
+# ---------------------------------------------------------------------------- label messages
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([-5, -3], "y must hold non-negative class codes 0..n_classes-1; got -5 at row 0"),
+        ([0, -5], "y must hold non-negative class codes 0..n_classes-1; got -5 at row 1"),
+        (
+            np.array([0, 2**63 - 1]),
+            "y holds the class code 9223372036854775807 at row 1; n_classes (max(y) + 1 when "
+            "not given) must be below 2**63",
+        ),
+        ([0, 1.5], "y must hold integral class codes 0..n_classes-1; got 1.5 at row 1"),
+        ([0.0, np.nan], "y must hold integral class codes 0..n_classes-1; got nan at row 1"),
+        ([np.inf, 0.0], "y must hold integral class codes 0..n_classes-1; got inf at row 0"),
+    ],
+)
+def test_bad_labels_without_n_classes_name_the_label(labels: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        class_stats(np.zeros((2, 1)), labels)
+
+
+def test_integral_float_labels_are_class_codes() -> None:
+    stats = class_stats(np.array([[1.0], [3.0], [10.0]]), np.array([0.0, 2.0, 2.0]))
+    np.testing.assert_array_equal(stats.weight, [1.0, 0.0, 2.0])
+    np.testing.assert_array_equal(stats.mean, [[1.0], [0.0], [6.5]])

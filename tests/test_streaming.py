@@ -12,6 +12,7 @@ import gaussmle
 import numpy as np
 import pytest
 from gaussmle.streaming import BatchError, fit_stream, iter_npy_batches
+from reference import fraction_class_stats
 
 psutil = pytest.importorskip("psutil")
 
@@ -260,3 +261,201 @@ def test_large_memmap_fit_with_bounded_memory(tmp_path: Path) -> None:
     # The same rows in one in-place call (Rust reads the memmap directly): same model.
     whole = np.load(X_path, mmap_mode="r")
     assert_same_model(model, gaussmle.GaussianNB().fit(whole, labels))
+
+
+# ---------------------------------------------------------------------------- memmap pages
+
+
+def assert_exact_stats(model: Any, X: np.ndarray, y: np.ndarray, n_classes: int) -> None:
+    """The model's raw statistics equal the exact (Fraction) statistics of X, y."""
+    ref = fraction_class_stats(X, y, n_classes)
+    stats = model.get_class_stats()
+    np.testing.assert_array_equal(stats.weight, ref.weight)
+    np.testing.assert_array_equal(stats.mean, ref.mean)
+    np.testing.assert_array_equal(stats.m2, ref.m2)
+    np.testing.assert_array_equal(stats.global_m2, ref.global_m2)
+    np.testing.assert_array_equal(model.theta_, ref.mean)
+
+
+def small_integer_rows(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of small integers and alternating labels; every statistic is exact in float64.
+
+    With ``n`` a multiple of 14 each class sees every residue mod 7 equally often, so all
+    means are integers.
+    """
+    assert n % 14 == 0
+    rows = np.arange(n)[:, None] % 7 + np.arange(d)[None, :]
+    return rows.astype(np.float64), np.arange(n) % 2
+
+
+def test_copy_on_write_memmap_edits_are_fitted_and_kept(tmp_path: Path) -> None:
+    # 3 float64 columns = 24-byte rows: 1000-row batches (24 000 bytes) end inside pages.
+    path = tmp_path / "X.npy"
+    np.save(path, np.zeros((4_200, 3)))
+    edited, y = small_integer_rows(4_200, 3)
+    X = np.load(path, mmap_mode="c")
+    X[:] = edited  # private, in-memory edits: the file stays all zeros
+    model = fit_stream(X, y, batch_rows=1_000)
+    np.testing.assert_array_equal(X, edited)  # the caller's edits survive
+    assert_exact_stats(model, edited, y, 2)
+    assert np.load(path).sum() == 0.0
+
+
+@pytest.mark.parametrize("mode", ["r", "r+"])
+def test_shared_memmap_batches_ending_inside_pages(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "X.npy"
+    X, y = small_integer_rows(5_040, 3)
+    np.save(path, X)
+    mapped = np.load(path, mmap_mode=mode)
+    # 333 rows = 7992 bytes: every batch boundary falls inside a page.
+    model = fit_stream(mapped, y, batch_rows=333)
+    assert_exact_stats(model, X, y, 2)
+    np.testing.assert_array_equal(mapped, X)
+
+
+def test_whole_pages_inside_rounds_start_up_and_end_down() -> None:
+    from gaussmle.streaming import _whole_pages_inside
+
+    assert _whole_pages_inside(100, 3 * 4096 + 5, 4096) == (4096, 8192)
+    assert _whole_pages_inside(4096, 8192, 4096) == (4096, 4096)
+    assert _whole_pages_inside(0, 4095, 4096) is None  # no whole page: nothing released
+    assert _whole_pages_inside(4000, 8000, 4096) is None
+
+
+def test_n_jobs_minus_one_streams_with_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The estimator's n_jobs=-1 means every core, not GAUSSMLE_NUM_THREADS; so must streaming.
+    import gaussmle.streaming as streaming
+
+    monkeypatch.setenv("GAUSSMLE_NUM_THREADS", "1")
+    seen: list[int | None] = []
+    original = streaming.class_stats
+
+    def spy(*args: Any, n_threads: int | None = None, **kwargs: Any) -> Any:
+        seen.append(n_threads)
+        return original(*args, n_threads=n_threads, **kwargs)
+
+    monkeypatch.setattr(streaming, "class_stats", spy)
+    X, y = small_integer_rows(14, 2)
+    fit_stream([(X, y)], classes=[0, 1], estimator=gaussmle.GaussianNB(n_jobs=-1))
+    assert seen == [gaussmle._core.available_cores()]
+
+
+# ---------------------------------------------------------------------------- rejected batches
+
+
+def test_merge_overflow_is_a_batch_error_keeping_earlier_batches() -> None:
+    # Each batch alone is fine; merging the second big one overflows the class's m2.
+    ones = (np.ones((5, 1)), np.ones(5, dtype=int))
+    big = (np.array([[0.7e154], [-0.7e154]]), np.zeros(2, dtype=int))
+    stream = iter([ones, big, big, ones])
+    with pytest.raises(BatchError, match=r"batch 2 was rejected .*overflows float64") as info:
+        fit_stream(stream, classes=[0, 1])
+    err = info.value
+    assert (err.batch_index, err.rows_fitted) == (2, 7)
+    assert err.estimator is not None
+    # Class 0 holds the two big rows: mean 0, m2 = 2 * 0.7e154**2 (exact in Fractions).
+    ref = fraction_class_stats(np.vstack([ones[0], big[0]]), np.r_[ones[1], big[1]], 2)
+    stats = err.estimator.get_class_stats()
+    np.testing.assert_array_equal(stats.weight, [2.0, 5.0])
+    np.testing.assert_array_equal(stats.m2, ref.m2)
+    np.testing.assert_array_equal(err.estimator.theta_, [[0.0], [1.0]])
+    # The stream is positioned after the bad batch: the last batch continues the model.
+    model = fit_stream(stream, estimator=err.estimator)
+    np.testing.assert_array_equal(model.class_count_, [2.0, 10.0])
+
+
+def test_zero_weight_batches_before_a_bad_one_are_not_lost() -> None:
+    # Rows with weight 0 form no model, but count toward epsilon_ (var_smoothing scales the
+    # largest variance of all X seen), so the error carries their statistics.
+    X0 = np.array([[0.0, 1.0], [8.0, 1.0], [4.0, 3.0], [4.0, 3.0]])  # var 8 and 1
+    X2 = np.array([[1.0, 0.0], [3.0, 2.0], [1.0, 2.0], [3.0, 0.0]])
+    y = np.array([0, 1, 0, 1])
+
+    def batches() -> Iterator[tuple[Any, ...]]:
+        yield X0, y, np.zeros(4)
+        yield X2, y + 5  # unknown labels
+        yield X2, y
+
+    stream = batches()
+    with pytest.raises(BatchError, match=r"sample weight 0.*pending_stats") as info:
+        fit_stream(stream, classes=[0, 1])
+    err = info.value
+    assert (err.batch_index, err.rows_fitted, err.estimator) == (1, 4, None)
+    assert err.pending_stats is not None
+    model = fit_stream(
+        stream, classes=[0, 1], estimator=err.estimator, initial_stats=err.pending_stats
+    )
+    both = np.vstack([X0, X2])
+    ref = fraction_class_stats(both, np.r_[y, y], 2, np.r_[np.zeros(4), np.ones(4)])
+    # Global variance of column 0 over all 8 rows: mean 3, m2 = 9+25+1+1+4+0+4+0 = 44.
+    assert ref.global_m2[0] == 44.0
+    assert model.epsilon_ == 1e-9 * (44.0 / 8)
+    np.testing.assert_array_equal(model.get_class_stats().global_m2, ref.global_m2)
+    np.testing.assert_array_equal(model.theta_, ref.mean)
+    np.testing.assert_array_equal(model.class_count_, [2.0, 2.0])
+
+
+def test_first_batch_bad_message_says_nothing_was_fitted() -> None:
+    with pytest.raises(BatchError, match=r"batch 0 was rejected \(no earlier batch was fitted\)"):
+        fit_stream([(np.zeros((2, 1)), [0, 7])], classes=[0, 1])
+
+
+# ---------------------------------------------------------------------------- batch input
+
+
+def test_nullable_float_frame_batch_is_accepted_like_fit() -> None:
+    pd = pytest.importorskip("pandas")
+    X, y = small_integer_rows(14, 2)
+    frame = pd.DataFrame(X, columns=["a", "b"]).astype("Float64")
+    model = fit_stream([(frame, y)], classes=[0, 1])
+    assert_exact_stats(model, X, y, 2)
+    np.testing.assert_array_equal(model.feature_names_in_, ["a", "b"])
+
+
+def test_nullable_float_frame_with_missing_value_names_it() -> None:
+    pd = pytest.importorskip("pandas")
+    X, y = small_integer_rows(14, 2)
+    frame = pd.DataFrame(X, columns=["a", "b"]).astype("Float64")
+    frame.iloc[3, 1] = pd.NA
+    with pytest.raises(BatchError, match=r"batch 0 .*NaN.*row 3, column 1"):
+        fit_stream([(frame, y)], classes=[0, 1])
+
+
+def test_scalar_batch_weight_is_that_weight_for_every_row() -> None:
+    X, y = small_integer_rows(14, 2)
+    model = fit_stream([(X, y, 2.0)], classes=[0, 1])
+    np.testing.assert_array_equal(model.class_count_, [14.0, 14.0])
+    np.testing.assert_array_equal(model.get_class_stats().m2, 2 * fraction_class_stats(X, y, 2).m2)
+
+
+def test_labels_of_shape_1_by_n_are_rejected() -> None:
+    X, y = small_integer_rows(14, 2)
+    with pytest.raises(
+        BatchError, match=r"y should be a 1d array, got an array of shape \(1, 14\)"
+    ):
+        fit_stream([(X, y[None, :])], classes=[0, 1])
+
+
+def test_empty_batches_are_skipped() -> None:
+    X, y = small_integer_rows(14, 2)
+    model = fit_stream([(X[:0], y[:0]), (X, y), (X[:0], y[:0])], classes=[0, 1])
+    assert_exact_stats(model, X, y, 2)
+
+
+def test_y_with_a_non_matrix_source_says_what_the_source_must_be() -> None:
+    pd = pytest.importorskip("pandas")
+    X, y = small_integer_rows(14, 2)
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    for source in (frame, X.tolist()):
+        with pytest.raises(
+            ValueError, match=r"numpy array .* or a \.npy path; got (DataFrame|list)"
+        ):
+            fit_stream(source, y)
+
+
+def test_feature_name_mismatch_when_continuing_names_the_estimator() -> None:
+    pd = pytest.importorskip("pandas")
+    X, y = small_integer_rows(14, 2)
+    model = gaussmle.GaussianNB().fit(pd.DataFrame(X, columns=["a", "b"]), y)
+    with pytest.raises(BatchError, match=r"differ from the estimator's feature_names_in_"):
+        fit_stream([(pd.DataFrame(X, columns=["b", "a"]), y)], estimator=model)

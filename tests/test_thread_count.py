@@ -125,3 +125,9 @@ def test_negative_n_jobs_count_all_cores_whatever_the_environment(
         assert GaussianNB(n_jobs=-2)._n_threads() == max(1, cores - 1)
         x, y = _data()
         GaussianNB(n_jobs=-1).fit(x[:1000], y[:1000])
+
+
+def test_huge_negative_count_is_reported_as_given() -> None:
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"got -1180591620717411303424$"):
+        gaussmle.class_stats(x[:10], y[:10], 3, n_threads=-(2**70))

@@ -67,22 +67,24 @@ def as_labels(
         raise ValueError(f"{name} must be 1-D; got shape {arr.shape}")
     if arr.shape[0] != n_rows:
         raise ValueError(f"{name} has {arr.shape[0]} entries but X has {n_rows} rows")
-    if arr.dtype.kind not in "biu":
-        if (
-            arr.dtype.kind == "f"
-            and arr.size
-            and np.all(np.isfinite(arr))
-            and np.all(arr == np.round(arr))
-        ):
-            if np.abs(arr).max() >= 2.0**63:
-                raise ValueError(f"{name} holds a class code outside the int64 range")
-            arr = arr.astype(np.int64)
-        elif arr.dtype.kind == "f" and arr.size == 0:
-            arr = arr.astype(np.int64)
-        else:
-            raise TypeError(
-                f"{name} must hold integer class codes 0..n_classes-1; got dtype {arr.dtype}"
+    if arr.dtype.kind == "f":
+        # Float labels are fine when they are whole numbers (1.0 is class 1); anything else
+        # is a bad value, not a bad type.
+        with np.errstate(invalid="ignore"):
+            not_integral = ~np.isfinite(arr) | (arr != np.round(arr))
+        if not_integral.any():
+            row = int(np.argmax(not_integral))
+            raise ValueError(
+                f"{name} must hold integral class codes 0..n_classes-1; got {float(arr[row])} "
+                f"at row {row}"
             )
+        if arr.size and np.abs(arr).max() >= 2.0**63:
+            raise ValueError(f"{name} holds a class code outside the int64 range")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "biu":
+        raise TypeError(
+            f"{name} must hold integer class codes 0..n_classes-1; got dtype {arr.dtype}"
+        )
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > _INT64_MAX:
         # astype(int64) would wrap these to negative codes.
         raise ValueError(f"{name} holds a class code above {_INT64_MAX}; codes are 0..n_classes-1")

@@ -15,6 +15,7 @@ __all__ = [
     "__version__",
     "available_cores",
     "available_simd_levels",
+    "check_stats",
     "class_stats",
     "default_n_threads",
     "encode_labels",
@@ -51,6 +52,10 @@ def class_stats(
     ``var_smoothing``, as in scikit-learn). Raises ``ValueError`` naming the position of a
     NaN/inf, an out-of-range label or a negative/non-finite weight, and on float64 overflow.
     """
+
+def check_stats(parts: _MomentsTuple) -> None:
+    """Validate statistics as ``merge_stats`` does (shapes; weight finite and >= 0; mean and
+    m2 finite, m2 >= 0, and m2 0 where the weight is 0): ``ValueError`` otherwise."""
 
 def merge_stats(a: _MomentsTuple, b: _MomentsTuple) -> _MomentsTuple:
     """Exact weighted Chan/Schubert-Gertz merge of two sets of per-group statistics."""

@@ -46,8 +46,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from gaussmle import _core
 from gaussmle._labels import encode, sorted_classes
+from gaussmle._threads import threads_for_n_jobs
 from gaussmle.stats import ClassStats, class_stats
 
 if TYPE_CHECKING:
@@ -97,6 +97,12 @@ def _is_frame(obj: Any) -> bool:
     return isinstance(obj, frame | series)
 
 
+def _is_dataframe(obj: Any) -> bool:
+    """A dask DataFrame (a dask Series has a ``columns`` attribute too, so test the type)."""
+    frame, _ = _dataframe_types()
+    return isinstance(obj, frame)
+
+
 def _frame_to_array(obj: Any) -> DaskArray:
     """A dask DataFrame/Series as a dask array with known chunk lengths (one cheap pass)."""
     return obj.to_dask_array(lengths=True)
@@ -104,7 +110,7 @@ def _frame_to_array(obj: Any) -> DaskArray:
 
 def _frame_model_dtype(frame: Any) -> np.dtype[Any]:
     """float32 when every column is float32 (as scikit-learn's ``check_array``), else float64."""
-    dtypes = list(frame.dtypes) if hasattr(frame, "columns") else [frame.dtype]
+    dtypes = list(frame.dtypes) if _is_dataframe(frame) else [frame.dtype]
     if dtypes and all(isinstance(d, np.dtype) and d == np.float32 for d in dtypes):
         return np.dtype(np.float32)
     return np.dtype(np.float64)
@@ -133,6 +139,52 @@ def _as_dask_array(obj: Any, name: str) -> DaskArray:
     if isinstance(obj, np.ndarray) or hasattr(obj, "__array__"):
         return da.asarray(np.asarray(obj))
     raise TypeError(f"{name} must be a dask array, a dask DataFrame/Series or an ndarray")
+
+
+def _labels_1d(y: Any, name: str = "y") -> Any:
+    """``y`` as a dask Series or a 1-D dask array, as scikit-learn's ``column_or_1d`` would.
+
+    A one-column DataFrame or an ``(n, 1)`` array is flattened; any other 2-D shape (``(1, n)``
+    included) is a ValueError.
+    """
+    if _is_dataframe(y):
+        if len(y.columns) != 1:
+            raise ValueError(
+                f"{name} must be a dask Series, a 1-D dask array or a one-column DataFrame; "
+                f"got a DataFrame with {len(y.columns)} columns"
+            )
+        return y[y.columns[0]]
+    if _is_frame(y):
+        return y
+    arr = _as_dask_array(y, name)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        return arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} should be a 1d array, got an array of shape {arr.shape} instead.")
+    return arr
+
+
+def _with_known_chunks(arr: DaskArray) -> DaskArray:
+    """``arr`` with known chunk lengths (one pass over its graph if they are unknown).
+
+    Works on a new Array object: the caller's array is not modified.
+    """
+    if not any(math.isnan(c) for c in arr.chunks[0]):
+        return arr
+    known = da.Array(arr.dask, arr.name, arr.chunks, meta=arr._meta)
+    known.compute_chunk_sizes()
+    return known
+
+
+def _numeric_frame(frame: Any) -> Any:
+    """A dask DataFrame with nullable/extension columns cast to float64 (pd.NA -> NaN).
+
+    ``to_dask_array`` would give object blocks holding pd.NA, which no float conversion
+    accepts; NaN is then reported by the scorer with its row and column.
+    """
+    if all(isinstance(d, np.dtype) for d in frame.dtypes):
+        return frame
+    return frame.astype(np.float64)
 
 
 def _to_numpy_block(block: Any, numeric: bool = True) -> AnyArray:
@@ -212,6 +264,7 @@ def _row_blocks(
     X: Any, y: Any, sample_weight: Any
 ) -> tuple[list[Any], list[Any], list[Any] | None, list[int | None], int]:
     """Aligned per-block delayed objects for X, y and weights, plus block row offsets."""
+    y = _labels_1d(y)
     frames = _is_frame(X) and _is_frame(y)
     if (
         frames
@@ -221,7 +274,7 @@ def _row_blocks(
             or (_is_frame(sample_weight) and sample_weight.npartitions == X.npartitions)
         )
     ):
-        if not hasattr(X, "columns"):
+        if not _is_dataframe(X):
             raise ValueError("X must be 2-D: a dask DataFrame, not a Series")
         n_features = len(X.columns)
         xs = list(X.to_delayed())
@@ -232,11 +285,9 @@ def _row_blocks(
     x = _as_dask_array(X, "X")
     if x.ndim != 2:
         raise ValueError(f"X must be 2-D; got {x.ndim}-D with shape {x.shape}")
-    yarr = _as_dask_array(y, "y")
-    if yarr.ndim == 2 and yarr.shape[1] == 1:
-        yarr = yarr[:, 0]
-    if yarr.ndim != 1:
-        raise ValueError(f"y must be 1-D; got shape {yarr.shape}")
+    yarr = _labels_1d(y)
+    if _is_frame(yarr):
+        yarr = _frame_to_array(yarr)
     if len(x.chunks[1]) > 1:
         x = x.rechunk({1: -1})
     row_chunks = x.chunks[0]
@@ -270,12 +321,6 @@ def _row_blocks(
     else:
         offsets = [None] * len(xs)
     return xs, ys, ws, offsets, int(x.shape[1])
-
-
-def _n_threads(n_jobs: int | None) -> int | None:
-    if n_jobs is None or n_jobs > 0:
-        return n_jobs
-    return max(1, _core.default_n_threads() + 1 + int(n_jobs))
 
 
 def class_stats_delayed(
@@ -318,7 +363,7 @@ def class_stats_delayed(
         raise ValueError("X has no row blocks")
     classes_d = dask.delayed(cls_arr, pure=True)
     block = dask.delayed(_block_stats, pure=True)
-    threads = _n_threads(n_jobs)
+    threads = threads_for_n_jobs(n_jobs)
     parts = [
         block(
             xs[i],
@@ -337,11 +382,11 @@ def class_stats_delayed(
 
 def _discover_classes(y: Any) -> AnyArray:
     """The sorted unique labels of ``y``, found on the workers (only uniques travel)."""
-    if _is_frame(y):
-        uniques = np.asarray(y.drop_duplicates().compute())
+    labels = _labels_1d(y)
+    if _is_frame(labels):
+        uniques = np.asarray(labels.drop_duplicates().compute())
     else:
-        yarr = _as_dask_array(y, "y")
-        uniques = np.asarray(da.unique(yarr.ravel()).compute())
+        uniques = np.asarray(da.unique(labels).compute())
     if uniques.size == 0:
         raise ValueError("y is empty")
     return sorted_classes(uniques)
@@ -353,12 +398,20 @@ def _discover_classes(y: Any) -> AnyArray:
 _FEATURE_NAME_WARNING = "X does not have valid feature names"
 
 
-def _score_block(block: AnyArray, model: LocalGaussianNB, method: str) -> AnyArray:
+def _score_block(
+    block: AnyArray, model: LocalGaussianNB, method: str, block_id: tuple[int, ...] | None = None
+) -> AnyArray:
     """Score one row block with the local model (runs on a worker)."""
-    with warnings.catch_warnings():
-        # Feature names were checked once on the client against the DataFrame's columns.
-        warnings.filterwarnings("ignore", message=_FEATURE_NAME_WARNING, category=UserWarning)
-        result: AnyArray = getattr(model, method)(block)
+    try:
+        with warnings.catch_warnings():
+            # Feature names were checked once on the client against the DataFrame's columns.
+            warnings.filterwarnings("ignore", message=_FEATURE_NAME_WARNING, category=UserWarning)
+            result: AnyArray = getattr(model, method)(block)
+    except ValueError as exc:
+        if block_id is None:
+            raise
+        # Name the block, as fit does (the row and column in the message are within it).
+        raise ValueError(f"row block {block_id[0]}: {exc}") from exc
     return result
 
 
@@ -544,10 +597,11 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if not (isinstance(X, da.Array) or _is_frame(X)):
             return getattr(local, method)(X)
         if _is_frame(X):
-            if not hasattr(X, "columns"):
+            if not _is_dataframe(X):
                 raise ValueError("X must be 2-D: a dask DataFrame, not a Series")
             self._check_columns(X, local)
-            x = X.to_dask_array()  # chunk lengths may be unknown: fine for map_blocks
+            # Chunk lengths may be unknown: fine for map_blocks.
+            x = _numeric_frame(X).to_dask_array()
         else:
             x = X
         if x.ndim != 2:
@@ -642,21 +696,34 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         -------
         float
         """
-        predicted = self.predict(X)
-        if not isinstance(predicted, da.Array):
+        if not (isinstance(X, da.Array) or _is_frame(X)):
             from sklearn.metrics import accuracy_score
 
-            return float(accuracy_score(y, predicted, sample_weight=sample_weight))
-        truth = _as_dask_array(y, "y")
-        if (
-            any(math.isnan(c) for c in predicted.chunks[0])
-            or truth.chunks[0] != predicted.chunks[0]
-        ):
-            predicted = predicted.compute_chunk_sizes()
-            truth = truth.rechunk((predicted.chunks[0],))
+            return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
+        if _is_frame(X):
+            if not _is_dataframe(X):
+                raise ValueError("X must be 2-D: a dask DataFrame, not a Series")
+            self._check_columns(X, self._local())
+            x = _numeric_frame(X).to_dask_array(lengths=True)  # one cheap pass: row counts
+        else:
+            x = _with_known_chunks(X)
+        predicted = self.predict(x)
+        truth = self._aligned(_labels_1d(y), predicted, "y")
         hits = (predicted == truth).astype(np.float64)
         if sample_weight is None:
             return float(hits.mean().compute())
-        w = _as_dask_array(sample_weight, "sample_weight").rechunk((predicted.chunks[0],))
+        w = self._aligned(_labels_1d(sample_weight, "sample_weight"), predicted, "sample_weight")
         num, den = dask.compute((hits * w).sum(), w.sum())
         return float(num / den)
+
+    @staticmethod
+    def _aligned(values: Any, predicted: DaskArray, name: str) -> DaskArray:
+        """``values`` (1-D, any chunks, known or not) chunked like ``predicted``."""
+        arr = _with_known_chunks(_frame_to_array(values) if _is_frame(values) else values)
+        if arr.shape[0] != predicted.shape[0]:
+            raise ValueError(
+                f"{name} has {arr.shape[0]} entries but X has {predicted.shape[0]} rows"
+            )
+        if arr.chunks[0] != predicted.chunks[0]:
+            arr = arr.rechunk((predicted.chunks[0],))
+        return arr

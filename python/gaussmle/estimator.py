@@ -22,6 +22,7 @@ of the rows gives the same model as ``fit`` on all of them, ``epsilon_`` include
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import threading
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -46,6 +47,7 @@ from sklearn.utils.validation import (
 
 from gaussmle import _core
 from gaussmle._arrays import FloatArray, as_float_array
+from gaussmle._threads import threads_for_n_jobs
 from gaussmle.stats import ClassStats, class_stats
 
 if TYPE_CHECKING:
@@ -59,6 +61,12 @@ AnyArray = npt.NDArray[Any]
 # Below this many (rows x classes x features) the Rust scorer uses one chunk on the caller's
 # thread whatever n_threads says (score.rs PARALLEL_MIN_WORK).
 _SERIAL_WORK = 1 << 18
+
+# scikit-learn >= 1.7 rejects all-zero sample weights unless told otherwise (older versions
+# never reject them and lack the option).
+_HAS_ALL_ZERO_OPTION = (
+    "allow_all_zero_weights" in inspect.signature(_check_sample_weight).parameters
+)
 
 # Integer label dtypes that the Rust label encoder reads exactly as int64 (uint64 may not fit).
 _RUST_ENCODABLE_KINDS = "biu"
@@ -283,6 +291,20 @@ def _positions_in_classes(uniques: AnyArray, classes: AnyArray) -> npt.NDArray[n
     return result
 
 
+class _IntegerInterval(Interval):  # type: ignore[misc]
+    """An integer interval that, unlike scikit-learn's ``Interval(Integral, ...)``, rejects bools.
+
+    ``n_jobs=True`` would otherwise pass validation and only fail in Rust, under the name
+    ``n_threads``.
+    """
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        if isinstance(val, bool | np.bool_):
+            return False
+        satisfied: bool = super().is_satisfied_by(val)
+        return satisfied
+
+
 class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Gaussian Naive Bayes, computed exactly and in parallel by the gaussmle Rust core.
 
@@ -349,8 +371,8 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         "priors": ["array-like", None],
         "var_smoothing": [Interval(Real, 0, None, closed="left")],
         "n_jobs": [
-            Interval(Integral, 1, None, closed="left"),
-            Interval(Integral, None, -1, closed="right"),
+            _IntegerInterval(Integral, 1, None, closed="left"),
+            _IntegerInterval(Integral, None, -1, closed="right"),
             None,
         ],
     }
@@ -485,23 +507,24 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             # resolution, which costs more than scoring a few rows. Results do not depend on
             # the thread count.
             return 1
-        n_jobs = self.n_jobs
-        if n_jobs is None or n_jobs > 0:
-            return n_jobs
-        # joblib's convention: -1 is all cores, -2 all but one, ... (never the environment
-        # variable, which only sets the default for None).
-        return max(1, _core.available_cores() + 1 + int(n_jobs))
+        return threads_for_n_jobs(self.n_jobs)
 
-    def _float_matrix(self, X: Any) -> FloatArray:
+    def _float_matrix(self, X: Any, *, allow_empty: bool = False) -> FloatArray:
         """Any X sklearn accepts -> float32/float64 matrix, without a pass over the data.
 
         Non-finite values are not searched for here: the Rust pass over X reports them.
+        ``allow_empty`` accepts 0 rows (an empty batch of a stream adds nothing).
         """
         if _is_ready_float_matrix(X):
             matrix: FloatArray = X
             return matrix
         checked = check_array(
-            X, input_name="X", estimator=self, dtype="numeric", ensure_all_finite=False
+            X,
+            input_name="X",
+            estimator=self,
+            dtype="numeric",
+            ensure_all_finite=False,
+            ensure_min_samples=0 if allow_empty else 1,
         )
         return as_float_array(checked)
 
@@ -539,11 +562,19 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         check_consistent_length(np.empty((n_rows, 0)), y_arr)
         return y_arr
 
-    def _validated_weights(self, sample_weight: Any, X: FloatArray) -> F64 | None:
+    def _validated_weights(
+        self, sample_weight: Any, X: FloatArray, *, allow_all_zero: bool = False
+    ) -> F64 | None:
+        """scikit-learn's sample_weight checks (a scalar means that weight for every row).
+
+        ``allow_all_zero``: a batch of a stream may have only zero weights (its rows still
+        count toward ``epsilon_``); a whole ``fit`` may not, as in scikit-learn.
+        """
         if sample_weight is None:
             return None
+        extra = {"allow_all_zero_weights": True} if allow_all_zero and _HAS_ALL_ZERO_OPTION else {}
         weights: F64 = _check_sample_weight(
-            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True, **extra
         )
         return weights
 

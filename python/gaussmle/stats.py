@@ -27,6 +27,36 @@ def _native(a: F64) -> F64:
     return out
 
 
+def _frozen(value: Any, name: str, ndim: int) -> F64:
+    """``value`` as a read-only native float64 array of ``ndim`` dimensions.
+
+    A read-only float64 array (the output of the Rust core, or a field of another ClassStats)
+    is kept as it is; anything else is copied once, so that no writeable alias of the stored
+    array remains.
+    """
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"ClassStats.{name} must hold real numbers; got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"ClassStats.{name} must be {ndim}-D; got shape {arr.shape}")
+    if not (
+        arr.dtype == np.float64
+        and arr.dtype.isnative
+        and arr.flags.aligned
+        and not arr.flags.writeable
+    ):
+        arr = np.array(arr, dtype=np.float64)
+        arr.flags.writeable = False
+    out: F64 = arr
+    return out
+
+
+def _seal(*arrays: F64) -> None:
+    """Mark fresh arrays (ours alone) read-only, so that ClassStats stores them without a copy."""
+    for arr in arrays:
+        arr.flags.writeable = False
+
+
 @dataclass(frozen=True, eq=False)
 class ClassStats:
     """Sufficient statistics of one diagonal Gaussian per class.
@@ -54,6 +84,11 @@ class ClassStats:
 
     Notes
     -----
+    A ClassStats is immutable: its arrays are read-only (a writeable array given to the
+    constructor is copied, a read-only float64 one is kept). The constructor validates the
+    statistics as merging does: weights finite and >= 0, means finite, ``m2`` finite and
+    >= 0, and ``m2`` 0 where the weight is 0 (a ``ValueError`` otherwise).
+
     ``a + b`` (or ``a.merge(b)``) is the exact weighted merge of Chan, Golub & LeVeque (1983)
     in the form of Schubert & Gertz (2018); merging the statistics of any split of the rows
     gives the statistics of all rows up to rounding.
@@ -67,6 +102,56 @@ class ClassStats:
     global_m2: F64
     mean_lo: F64 | None = None
     global_mean_lo: F64 | None = None
+
+    def __post_init__(self) -> None:
+        # frozen dataclass: fields are set once here, through object.__setattr__.
+        put = object.__setattr__
+        for name, ndim in (("weight", 1), ("mean", 2), ("m2", 2), ("global_mean", 1)):
+            put(self, name, _frozen(getattr(self, name), name, ndim))
+        put(self, "global_m2", _frozen(self.global_m2, "global_m2", 1))
+        if self.mean_lo is not None:
+            put(self, "mean_lo", _frozen(self.mean_lo, "mean_lo", 2))
+        if self.global_mean_lo is not None:
+            put(self, "global_mean_lo", _frozen(self.global_mean_lo, "global_mean_lo", 1))
+        global_count = float(self.global_count)
+        if not (np.isfinite(global_count) and global_count >= 0):
+            raise ValueError(f"ClassStats.global_count must be finite and >= 0; got {global_count}")
+        put(self, "global_count", global_count)
+        n_features = self.mean.shape[1]
+        for name in ("global_mean", "global_m2", "global_mean_lo"):
+            values = getattr(self, name)
+            if values is not None and values.shape != (n_features,):
+                raise ValueError(
+                    f"ClassStats.{name} has shape {values.shape}; expected ({n_features},), "
+                    "one entry per feature of mean"
+                )
+        # The one validator of statistics, shared with merging (and so partial_fit_stats).
+        _core.check_stats(self._class_moments())
+        _core.check_stats(self._global_moments())
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Through the constructor, so that unpickled arrays are validated and read-only too.
+        return (
+            ClassStats,
+            (
+                self.weight,
+                self.mean,
+                self.m2,
+                self.global_count,
+                self.global_mean,
+                self.global_m2,
+                self.mean_lo,
+                self.global_mean_lo,
+            ),
+        )
+
+    @classmethod
+    def _from_core(cls, classes: MomentsTuple, global_: MomentsTuple) -> ClassStats:
+        """Statistics from the fresh arrays of a Rust call (stored without a copy)."""
+        weight, mean, mean_lo, m2 = classes
+        g_w, g_mean, g_lo, g_m2 = global_
+        _seal(weight, mean, mean_lo, m2, g_mean, g_lo, g_m2)
+        return cls(weight, mean, m2, float(g_w[0]), g_mean[0], g_m2[0], mean_lo, g_lo[0])
 
     @property
     def n_classes(self) -> int:
@@ -112,9 +197,10 @@ class ClassStats:
             raise ValueError(
                 f"cannot merge statistics of shape {other.mean.shape} into {self.mean.shape}"
             )
-        weight, mean, mean_lo, m2 = _core.merge_stats(self._class_moments(), other._class_moments())
-        g_w, g_mean, g_lo, g_m2 = _core.merge_stats(self._global_moments(), other._global_moments())
-        return ClassStats(weight, mean, m2, float(g_w[0]), g_mean[0], g_m2[0], mean_lo, g_lo[0])
+        return ClassStats._from_core(
+            _core.merge_stats(self._class_moments(), other._class_moments()),
+            _core.merge_stats(self._global_moments(), other._global_moments()),
+        )
 
     def __add__(self, other: ClassStats) -> ClassStats:
         return self.merge(other)
@@ -130,16 +216,30 @@ class ClassStats:
         """Statistics of zero rows: the identity of ``merge``."""
         zeros_cd = np.zeros((n_classes, n_features))
         zeros_d = np.zeros(n_features)
+        _seal(zeros_cd, zeros_d)  # read-only: one array can serve every field
         return cls(
-            np.zeros(n_classes),
-            zeros_cd,
-            zeros_cd.copy(),
-            0.0,
-            zeros_d,
-            zeros_d.copy(),
-            zeros_cd.copy(),
-            zeros_d.copy(),
+            np.zeros(n_classes), zeros_cd, zeros_cd, 0.0, zeros_d, zeros_d, zeros_cd, zeros_d
         )
+
+
+def _n_classes_of(labels: npt.NDArray[np.int64] | npt.NDArray[np.int32]) -> int:
+    """``max(labels) + 1``, the default n_classes; ValueError naming a label that rules it out."""
+    if not labels.size:
+        return 0
+    lowest = int(labels.min())
+    if lowest < 0:
+        row = int(np.argmin(labels))
+        raise ValueError(
+            f"y must hold non-negative class codes 0..n_classes-1; got {lowest} at row {row}"
+        )
+    highest = int(labels.max())
+    if highest >= 2**63 - 1:
+        row = int(np.argmax(labels))
+        raise ValueError(
+            f"y holds the class code {highest} at row {row}; n_classes (max(y) + 1 when not "
+            "given) must be below 2**63, so class codes are at most 2**63 - 2"
+        )
+    return highest + 1
 
 
 def class_stats(
@@ -194,11 +294,8 @@ def class_stats(
     labels = as_labels(y, x.shape[0])
     weights = as_weights(sample_weight, x.shape[0])
     if n_classes is None:
-        n_classes = int(labels.max()) + 1 if labels.size else 0
+        n_classes = _n_classes_of(labels)
     n_classes = operator.index(n_classes)
     if not 0 <= n_classes < 2**63:
         raise ValueError(f"n_classes must be in 0..2**63; got {n_classes}")
-    (weight, mean, mean_lo, m2), (g_w, g_mean, g_lo, g_m2) = _core.class_stats(
-        x, labels, int(n_classes), weights, n_threads
-    )
-    return ClassStats(weight, mean, m2, float(g_w[0]), g_mean[0], g_m2[0], mean_lo, g_lo[0])
+    return ClassStats._from_core(*_core.class_stats(x, labels, int(n_classes), weights, n_threads))

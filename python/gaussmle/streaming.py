@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from gaussmle import _core
-from gaussmle._arrays import as_float_array
 from gaussmle._labels import encode, sorted_classes
+from gaussmle._threads import threads_for_n_jobs
 from gaussmle.stats import ClassStats, class_stats
 
 if TYPE_CHECKING:
@@ -50,11 +49,17 @@ class BatchError(ValueError):
     batch_index : int
         0-based index of the rejected batch in this call's stream.
     rows_fitted : int
-        Rows of the earlier batches, all of which are in :attr:`estimator`.
+        Rows of the earlier batches, all of which are in :attr:`estimator` (or, if they had
+        only zero weights, in :attr:`pending_stats`).
     estimator : gaussmle.GaussianNB or None
         The model of every batch before the rejected one (the estimator passed to
-        :func:`fit_stream`, updated, if it was fitted), or None if no row was fitted yet.
+        :func:`fit_stream`, updated, if it was fitted), or None if no row was fitted yet or
+        no earlier row had a positive sample weight (no model exists then).
         Pass it as ``estimator=`` to continue with the rest of the stream.
+    pending_stats : ClassStats or None
+        The statistics of the earlier batches when they are in no model (``estimator`` is
+        None although rows were accepted: every weight was 0); they still count toward
+        ``epsilon_``. Pass them as ``initial_stats=`` to continue. None otherwise.
     """
 
     def __init__(
@@ -64,11 +69,13 @@ class BatchError(ValueError):
         batch_index: int,
         rows_fitted: int,
         estimator: GaussianNB | None,
+        pending_stats: ClassStats | None = None,
     ) -> None:
         super().__init__(message)
         self.batch_index = batch_index
         self.rows_fitted = rows_fitted
         self.estimator = estimator
+        self.pending_stats = pending_stats
 
 
 # ---------------------------------------------------------------------------- .npy batches
@@ -81,30 +88,53 @@ def _open_npy(source: PathLike | AnyArray, name: str) -> AnyArray:
     return np.asarray(source) if not isinstance(source, np.ndarray) else source
 
 
-def _release(arr: AnyArray, start: int, stop: int) -> None:
-    """Drop the pages of rows ``start:stop`` of a C-ordered memmap from this process.
+#: np.memmap modes whose mapping is shared with the file (MAP_SHARED): dropping a page from
+#: the process loses nothing, because the page cache (or the file) holds its current content.
+#: "c" (copy-on-write, MAP_PRIVATE) is missing on purpose: its edited pages exist only in this
+#: process, and dropping them would silently revert the caller's array to the file.
+_SHARED_MEMMAP_MODES = frozenset({"r", "r+", "w+"})
 
-    The pages stay in the OS page cache (nothing is lost: the mapping is read-only and
-    file-backed) but no longer count as resident memory of the process; without this, the
-    resident set of a sequential pass over a memmap grows to the whole file.
+
+def _whole_pages_inside(begin: int, end: int, page: int) -> tuple[int, int] | None:
+    """``(offset, length)`` of the whole pages inside bytes ``begin:end``, or None if none.
+
+    The start is rounded up and the end down, so a page shared with a neighbouring batch (or
+    with the bytes before or after the array) is never released.
     """
-    mm = getattr(arr, "_mmap", None)
+    first = -(-begin // page) * page
+    last = end - end % page
+    return (first, last - first) if last > first else None
+
+
+def _release(arr: AnyArray, start: int, stop: int) -> None:
+    """Drop the pages of rows ``start:stop`` of a C-ordered, file-shared memmap from this process.
+
+    The pages stay in the OS page cache (the mapping is shared with the file, so nothing is
+    lost) but no longer count as resident memory of the process; without this, the resident set
+    of a sequential pass over a memmap grows to the whole file. Anything else (a copy-on-write
+    memmap, a plain array, even one whose base is an mmap) is left alone: there the process's
+    pages may be the only copy of the data.
+    """
     advice = getattr(mmap, "MADV_DONTNEED", None)
-    if not isinstance(mm, mmap.mmap) or advice is None or not arr.flags.c_contiguous:
+    if advice is None or not isinstance(arr, np.memmap):
         return
-    if stop <= start or arr.ndim == 0:
+    mm = getattr(arr, "_mmap", None)
+    if not isinstance(mm, mmap.mmap) or arr.mode not in _SHARED_MEMMAP_MODES:
+        return
+    if stop <= start or arr.ndim == 0 or not arr.flags.c_contiguous:
         return
     row_bytes = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
-    # np.memmap maps from the allocation-granularity boundary below the data offset.
-    base = int(getattr(arr, "offset", 0)) % mmap.ALLOCATIONGRANULARITY
-    page = mmap.PAGESIZE
-    first = base + start * row_bytes
-    last = min(base + stop * row_bytes, len(mm))
-    first -= first % page
-    if last <= first:
+    # Offsets inside the mapping, from the data pointers: a slice of a memmap keeps its
+    # parent's `offset` attribute, so that attribute does not locate the slice.
+    mapping_start = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    data_start = int(arr.ctypes.data) - mapping_start
+    begin = data_start + start * row_bytes
+    end = min(data_start + stop * row_bytes, len(mm))
+    pages = _whole_pages_inside(begin, end, mmap.PAGESIZE)
+    if pages is None:
         return
     try:
-        mm.madvise(advice, first, last - first)
+        mm.madvise(advice, *pages)
     except (OSError, ValueError):  # pragma: no cover - best effort only
         return
 
@@ -176,20 +206,6 @@ def _unpack(item: Any) -> tuple[Any, Any, Any]:
     return item[0], item[1], item[2]
 
 
-def _column_names(X: Any) -> list[str] | None:
-    columns = getattr(X, "columns", None)
-    if columns is None:
-        return None
-    names = list(columns)
-    return names if names and all(isinstance(c, str) for c in names) else None
-
-
-def _n_threads(n_jobs: int | None) -> int | None:
-    if n_jobs is None or n_jobs > 0:
-        return n_jobs
-    return max(1, _core.default_n_threads() + 1 + int(n_jobs))
-
-
 def _progress_bar(enabled: bool, total: int | None) -> Any:
     """A tqdm bar counting rows, or None (progress off, or tqdm not installed)."""
     if not enabled:
@@ -216,6 +232,7 @@ def fit_stream(
     classes: Any = None,
     sample_weight: PathLike | AnyArray | None = None,
     estimator: GaussianNB | None = None,
+    initial_stats: ClassStats | None = None,
     batch_rows: int | None = None,
     total_rows: int | None = None,
     progress: bool = False,
@@ -241,6 +258,10 @@ def fit_stream(
         A fitted estimator to continue (updated in place and returned) or an unfitted one
         whose parameters (``priors``, ``var_smoothing``, ``n_jobs``) are used for the new
         model. Default: ``GaussianNB()``.
+    initial_stats : ClassStats, optional
+        Statistics of rows already streamed that are not in ``estimator``, merged before the
+        first batch: ``BatchError.pending_stats`` when the batches before a rejected one had
+        only zero sample weights (they count toward ``epsilon_``).
     batch_rows : int, optional
         Rows per batch for a path/array; default about 64 MiB of X.
     total_rows : int, optional
@@ -258,8 +279,10 @@ def fit_stream(
     ------
     BatchError
         If a batch is rejected; ``error.batch_index`` names it and ``error.estimator`` holds
-        the model of every earlier batch. With a generator or iterator, continue after the
-        bad batch with ``fit_stream(it, estimator=error.estimator, ...)``.
+        the model of every earlier batch (``error.pending_stats`` their statistics, if they
+        had only zero weights). With a generator or iterator, continue after the bad batch
+        with ``fit_stream(it, estimator=error.estimator, initial_stats=error.pending_stats,
+        classes=...)``.
     ValueError
         If the stream holds no rows, ``classes`` is missing or conflicts with ``estimator``,
         or a parameter of ``estimator`` is invalid (checked before the first batch is read).
@@ -278,6 +301,8 @@ def fit_stream(
     >>> int(model.class_count_.sum())
     500
     """
+    from sklearn.utils.validation import _get_feature_names
+
     from gaussmle.estimator import GaussianNB
 
     template = GaussianNB() if estimator is None else estimator
@@ -295,9 +320,13 @@ def fit_stream(
         items = iter_npy_batches(x_arr, labels, sample_weight=sample_weight, batch_rows=batch_rows)
     else:
         if y is not None or sample_weight is not None:
+            given = "y" if y is not None else "sample_weight"
             raise ValueError(
-                "y and sample_weight are for a matrix source; an iterable yields "
-                "(X_batch, y_batch[, w_batch]) tuples"
+                f"{given} was given, so the first argument must be the training matrix as a "
+                "numpy array (np.memmap included) or a .npy path; got "
+                f"{type(batches).__name__}. Convert it with np.asarray, or pass an iterable of "
+                "(X_batch, y_batch[, w_batch]) tuples (a DataFrame keeps its column names "
+                "as one batch: [(frame, y)]) and no y or sample_weight"
             )
         items = batches
 
@@ -312,6 +341,7 @@ def fit_stream(
         n_features: int | None = int(template.n_features_in_)
         dtype: np.dtype[Any] | None = np.dtype(template.theta_.dtype)
         names = list(template.feature_names_in_) if hasattr(template, "feature_names_in_") else None
+        names_origin = "the estimator's feature_names_in_"
     else:
         if classes is None:
             raise ValueError("classes must be given to stream batches into an unfitted model")
@@ -319,12 +349,28 @@ def fit_stream(
         n_features = None
         dtype = None
         names = None
+        names_origin = "those of the first batch"
 
     # Fail on a bad parameter before reading the first batch.
     template.check_parameters(len(cls_arr))
-    threads = _n_threads(template.n_jobs)
+    threads = threads_for_n_jobs(template.n_jobs)
     total: ClassStats | None = None
     rows = 0
+    if initial_stats is not None:
+        if not isinstance(initial_stats, ClassStats):
+            raise TypeError(
+                f"initial_stats must be a ClassStats, not {type(initial_stats).__name__}"
+            )
+        if initial_stats.n_classes != len(cls_arr) or (
+            n_features is not None and initial_stats.n_features != n_features
+        ):
+            raise ValueError(
+                f"initial_stats has shape {initial_stats.mean.shape} (classes, features); "
+                f"expected ({len(cls_arr)}, {'n_features' if n_features is None else n_features})"
+            )
+        total = initial_stats
+        n_features = initial_stats.n_features
+        rows = int(initial_stats.global_count)
     bar = _progress_bar(progress, total_rows)
 
     def publish() -> GaussianNB | None:
@@ -343,43 +389,62 @@ def fit_stream(
             feature_names=names,
         )
 
+    def rejected(index: int, exc: Exception) -> BatchError:
+        """The BatchError for batch ``index``, publishing every earlier batch."""
+        pending = None
+        try:
+            published = publish()
+        except ValueError:
+            # Rows, but none with a positive weight and no priors: no model exists (its class
+            # priors would be 0/0), yet the rows count toward epsilon_. They travel in the error.
+            published = None
+            pending = total
+        if pending is not None:
+            kept = (
+                f"the {rows} rows of earlier batches all have sample weight 0, so there is no "
+                "model yet; their statistics are kept in the error's pending_stats (continue "
+                "with initial_stats=err.pending_stats)"
+            )
+        elif published is None:
+            kept = "no earlier batch was fitted"
+        else:
+            kept = f"{rows} rows of earlier batches are kept in the model"
+        return BatchError(
+            f"batch {index} was rejected ({kept}): {exc}",
+            batch_index=index,
+            rows_fitted=rows,
+            estimator=published,
+            pending_stats=pending,
+        )
+
     index = -1
     try:
         for index, item in enumerate(items):
             try:
                 xb, yb, wb = _unpack(item)
-                batch_names = _column_names(xb)
-                x = as_float_array(np.asarray(xb))
+                batch_names = _get_feature_names(xb)
+                x = template._float_matrix(xb, allow_empty=True)
                 if x.shape[1] == 0:
                     raise ValueError(f"X has 0 features (shape {x.shape})")
-                if n_features is None:
-                    n_features = int(x.shape[1])
-                    dtype = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
-                    names = batch_names
-                elif x.shape[1] != n_features:
+                if n_features is not None and x.shape[1] != n_features:
                     raise ValueError(f"X has {x.shape[1]} features; expected {n_features}")
-                elif batch_names is not None and names is not None and batch_names != names:
+                if dtype is None:
+                    dtype = template._model_dtype(x)
+                    names = None if batch_names is None else list(batch_names)
+                elif batch_names is not None and names is not None and list(batch_names) != names:
                     raise ValueError(
-                        f"feature names {batch_names} differ from those of the first batch {names}"
+                        f"feature names {list(batch_names)} differ from {names_origin} {names}"
                     )
-                codes = encode(np.asarray(yb).reshape(-1), cls_arr)
-                if codes.shape[0] != x.shape[0]:
-                    raise ValueError(f"y has {codes.shape[0]} labels but X has {x.shape[0]} rows")
-                w = None if wb is None else np.asarray(wb, dtype=np.float64).reshape(-1)
+                n_features = int(x.shape[1])
+                codes = encode(template._validated_y(yb, x.shape[0]), cls_arr)
+                w = template._validated_weights(wb, x, allow_all_zero=True)
                 stats = class_stats(x, codes, len(cls_arr), sample_weight=w, n_threads=threads)
+                # Inside the try: a merge that overflows float64 rejects this batch too, and
+                # the running total keeps every earlier batch.
+                merged = stats if total is None else total + stats
             except (ValueError, TypeError) as exc:
-                try:
-                    published = publish()
-                except ValueError:  # e.g. every earlier row had weight 0: no model yet
-                    published = None
-                raise BatchError(
-                    f"batch {index} was rejected ({rows} rows of earlier batches are kept in "
-                    f"the model): {exc}",
-                    batch_index=index,
-                    rows_fitted=rows,
-                    estimator=published,
-                ) from exc
-            total = stats if total is None else total + stats
+                raise rejected(index, exc) from exc
+            total = merged
             rows += int(x.shape[0])
             if bar is not None:
                 bar.update(int(x.shape[0]))
