@@ -269,7 +269,7 @@ def small(client: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     return da.from_array(Xn, chunks=10), da.from_array(yn, chunks=10), Xn, yn
 
 
-def exact_accuracy(model: Any, Xn: np.ndarray, yn: np.ndarray) -> float:
+def exact_accuracy(model: Any, Xn: Any, yn: np.ndarray) -> float:
     hits = int(np.sum(model.to_local().predict(Xn) == yn))
     return float(Fraction(hits, len(yn)))
 
@@ -314,7 +314,8 @@ def test_one_column_label_frame_is_accepted(small: Any) -> None:
     y = dd.from_pandas(pd.DataFrame({"label": yn}), npartitions=2)
     model = GaussianNB().fit(X, y)
     np.testing.assert_array_equal(model.class_count_, [10.0, 20.0, 10.0])
-    assert model.score(X, y) == exact_accuracy(model, Xn, yn)
+    named = pd.DataFrame(Xn, columns=["a", "b", "c"])  # fitted with names: predict with them
+    assert model.score(X, y) == exact_accuracy(model, named, yn)
     two = dd.from_pandas(pd.DataFrame({"p": yn, "q": yn}), npartitions=2)
     with pytest.raises(ValueError, match="one-column DataFrame; got a DataFrame with 2 columns"):
         GaussianNB().fit(X, two)
