@@ -98,9 +98,10 @@ fn borrow_error(name: &str) -> PyErr {
     ))
 }
 
-/// Whether a 2-D array's elements overlap each other (zero or too-small strides, as
+/// Whether an array's elements overlap each other (zero or too-small strides, as
 /// `np.lib.stride_tricks.as_strided` makes): writing such an `out` from several threads is a
-/// data race, and its values would depend on the order of the writes.
+/// data race, and its values would depend on the order of the writes. Nested strides (each at
+/// least the span of the smaller ones) are disjoint; other 2-D layouts are checked exactly.
 fn self_overlapping(shape: &[usize], strides: &[isize], itemsize: usize) -> bool {
     if shape.contains(&0) {
         return false;
@@ -113,13 +114,37 @@ fn self_overlapping(shape: &[usize], strides: &[isize], itemsize: usize) -> bool
         .collect();
     dims.sort_unstable();
     let mut span = itemsize;
-    for (stride, len) in dims {
-        if stride < span {
-            return true;
-        }
+    let nested = dims.iter().all(|&(stride, len)| {
+        let ok = stride >= span;
         span = stride.saturating_mul(len);
+        ok
+    });
+    match dims[..] {
+        _ if nested => false,
+        [(s0, n0), (s1, n1)] => interleaved_overlap((s0, n0), (s1, n1), itemsize),
+        _ => true,
     }
-    false
+}
+
+/// Exact test for two dimensions whose strides interleave (e.g. strides (16, 24) for 2 × 2
+/// items of 8 bytes): is there a step `(di, dj) ≠ 0` within the shape with
+/// `|di·s0 + dj·s1| < itemsize`? One pass over the shorter dimension; `dj` runs over a
+/// symmetric range, so only the magnitudes of the strides matter.
+fn interleaved_overlap(a: (usize, usize), b: (usize, usize), itemsize: usize) -> bool {
+    let ((s_outer, n_outer), (s_inner, n_inner)) = if a.1 <= b.1 { (a, b) } else { (b, a) };
+    let (s0, s1, w) = (s_outer as i128, s_inner as i128, itemsize as i128 - 1);
+    let reach = n_inner as i128 - 1;
+    if s1 == 0 {
+        return true;
+    }
+    (0..n_outer as i128).any(|di| {
+        let base = di * s0;
+        // dj with −w ≤ base + dj·s1 ≤ w.
+        let lo = (-w - base).div_euclid(s1) + i128::from((-w - base).rem_euclid(s1) != 0);
+        let hi = (w - base).div_euclid(s1);
+        let (lo, hi) = (lo.max(-reach), hi.min(reach));
+        lo <= hi && (di != 0 || lo != 0 || hi != 0)
+    })
 }
 
 fn require_disjoint_elements(a: &Bound<'_, PyUntypedArray>) -> PyResult<()> {

@@ -250,6 +250,7 @@ impl Scorer {
             });
         }
         let gamma = (2.5 + (self.n_features as f64).sqrt()) * UNIT_ROUNDOFF;
+        let rigorous = (self.n_features as f64 + 8.0) / (2.5 + (self.n_features as f64).sqrt());
         let p_err: Vec<f64> = self.log_norm[..self.n_classes]
             .iter()
             .map(|&k| {
@@ -274,6 +275,7 @@ impl Scorer {
                 n_classes: self.n_classes,
                 scorer: self,
                 gamma,
+                rigorous,
                 rtol: if std::mem::size_of::<T>() == 4 {
                     POSTERIOR_RTOL_F32_OUT
                 } else {
@@ -485,15 +487,26 @@ const POSTERIOR_RTOL: f64 = 5e-13;
 const POSTERIOR_RTOL_F32_OUT: f64 = 1.0 / (1u64 << 30) as f64;
 
 /// Whether a loser whose rounded `exp(D_c)` is subnormal or zero must still meet the proba
-/// tolerance: it may be exempt only if its exact `D_c`, up to `D_c + P_c + γ|D_c| + Z` (the
-/// error estimate of [`MatrixSink`]), keeps `p_c ≤ exp(D_c)` below float64's normal range;
-/// otherwise a large error may hide a winner. (Exempting every underflowing loser gave p = 1 to
-/// the wrong class for rows 1e10 from classes whose variances differ by a few ulps: jll error
-/// ~1e6, gap 1.2e4.) `γ|D_c|` in full (the tolerance check clamps it); a NaN sum (`D_c = −inf`:
-/// a class of zero likelihood) is exempt.
+/// tolerance: it may be exempt only if its exact `D_c` keeps `p_c ≤ exp(D_c)` below float64's
+/// normal range; otherwise a large error may hide a winner. (Exempting every underflowing loser
+/// gave p = 1 to the wrong class for rows 1e10 from classes whose variances differ by a few
+/// ulps: jll error ~1e6, gap 1.2e4.) The error estimate of [`MatrixSink`],
+/// `P_c + γ|D_c| + Z` (with `γ|D_c|` in full; the tolerance check clamps it), assumes that
+/// roundings partly cancel (`√d`); here it is scaled by `rigorous = (d + 8)/(2.5 + √d)` to the
+/// worst case, since one dominant term per class can make the sum drop up to `d` half-ulps
+/// of it (a reviewer's row at 2^31 with d = 64 had an error of 15360 against an estimate of
+/// 5376, and p = 1 went to the wrong class). Only rows with a loser just below
+/// `ln(MIN_POSITIVE)` ever see the difference. A NaN sum (`D_c = −inf`: a class of zero
+/// likelihood) is exempt.
 #[inline(always)]
-fn surely_subnormal_fails<L: Lanes>(shifted: f64, gamma: f64, p_c: f64, z: f64) -> bool {
-    fma::<L>(gamma, -shifted, shifted) + p_c + z > LN_MIN_POSITIVE
+fn surely_subnormal_fails<L: Lanes>(
+    shifted: f64,
+    gamma: f64,
+    p_c: f64,
+    z: f64,
+    rigorous: f64,
+) -> bool {
+    fma::<L>(rigorous, fma::<L>(gamma, -shifted, p_c) + z, shifted) > LN_MIN_POSITIVE
 }
 
 /// `ln(f64::MIN_POSITIVE)`, rounded down (the next float64 below): at or below it `exp` is
@@ -539,6 +552,8 @@ struct MatrixSink<'a, 'o, T: Element> {
     scorer: &'a Scorer,
     /// `γ` of the error estimate above.
     gamma: f64,
+    /// `(d + 8)/(2.5 + √d)`: scales the estimate to a rigorous bound ([`surely_subnormal_fails`]).
+    rigorous: f64,
     /// Relative accuracy the posteriors must reach ([`POSTERIOR_RTOL`], or
     /// [`POSTERIOR_RTOL_F32_OUT`] for float32 output).
     rtol: f64,
@@ -637,7 +652,7 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                 row: self.chunk_offset + row0 + r,
             });
         }
-        let (gamma, rtol) = (self.gamma, self.rtol);
+        let (gamma, rtol, rigorous) = (self.gamma, self.rtol, self.rigorous);
         // The row constant Z = E_m − γ·|max| of the error estimate (every D_c's error is
         // `P_c + γ|D_c| + Z`).
         let mut z = [0.0f64; R];
@@ -684,7 +699,7 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                 weighted_err[r] = fma::<L>(e, err, 0.0);
                 worst[r] = if PROBA {
                     if e >= f64::MIN_POSITIVE
-                        || surely_subnormal_fails::<L>(shifted, gamma, pc, z[r])
+                        || surely_subnormal_fails::<L>(shifted, gamma, pc, z[r], rigorous)
                     {
                         err
                     } else {
@@ -721,7 +736,10 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                             // Tolerance τ (relative error of p_c), for every p_c that is not
                             // surely subnormal.
                             if e_loser >= f64::MIN_POSITIVE
-                                || (loser & surely_subnormal_fails::<L>(shifted, gamma, pc, z[r]))
+                                || (loser
+                                    & surely_subnormal_fails::<L>(
+                                        shifted, gamma, pc, z[r], rigorous,
+                                    ))
                             {
                                 err
                             } else {

@@ -785,9 +785,49 @@ def test_out_with_overlapping_elements_is_rejected(strides: tuple[int, int]) -> 
     with pytest.raises(ValueError, match="overlapping elements"):
         predict(x, mean, var, lp, out=labels)
     assert np.all(buf == 7.0)
-    # Distinct elements in any order are fine: reversed columns, every other row of a buffer.
+    # Distinct elements in any order are fine: reversed columns, every other row of a buffer,
+    # and interleaved strides (2 x 2 items at byte offsets 0, 24, 16, 40; a reviewer found
+    # these rejected by the first, nested-strides-only check).
     reversed_cols = np.empty((64, 2))[:, ::-1]
     spaced = as_strided(np.empty(256), (64, 2), (32, 8), writeable=True)
     for good in (reversed_cols, spaced):
         got = predict_proba(x, mean, var, lp, out=good)
         np.testing.assert_array_equal(got, predict_proba(x, mean, var, lp))
+    interleaved = as_strided(np.empty(8), (2, 2), (16, 24), writeable=True)
+    got = predict_proba(x[:2], mean, var, lp, out=interleaved)
+    np.testing.assert_array_equal(got, predict_proba(x[:2], mean, var, lp))
+    # 4 x 3 items with the same strides do collide: (3, 0) and (0, 2) are both at byte 48.
+    mean3, var3, lp3 = np.zeros((3, 3)), np.ones((3, 3)), np.log(np.full(3, 1 / 3))
+    collide = as_strided(np.empty(16), (4, 3), (16, 24), writeable=True)
+    with pytest.raises(ValueError, match="overlapping elements"):
+        predict_proba(x[:4], mean3, var3, lp3, out=collide)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_proba_exemption_uses_a_rigorous_error_bound(n_classes: int) -> None:
+    # Reviewer-found: the exemption of an underflowing loser trusted the fast path's sqrt(d)
+    # error estimate, but one dominant term per class lets the sum drop up to d half-ulps of
+    # it. Here both classes have one 2**61 term and 63 terms of 242 (identical exact
+    # quadratics); the fast jll differ by 15360 against an estimate of 5376, and p = 1 went
+    # to class 0. Classes 2 and 3 (C = 4) are far away / impossible.
+    d = 64
+    x = np.full((1, d), 22.0)
+    x[0, 0] = 2.0**31
+    mean = np.zeros((4, d))
+    mean[1, 0] = 2.0**31 - 22.0
+    mean[1, -1] = 22.0 - 2.0**31
+    var = np.ones((4, d))
+    lp = np.array([np.log(0.4), np.log(0.6), -1e5, -np.inf])[:n_classes]
+    mean, var = mean[:n_classes], var[:n_classes]
+    want = [0.4, 0.6, 0.0, 0.0][:n_classes]
+    for level in gaussmle._core.available_simd_levels():
+        gaussmle._core.set_simd_level(level)
+        try:
+            np.testing.assert_allclose(predict_proba(x, mean, var, lp)[0], want, rtol=1e-12)
+            got32 = predict_proba(x, mean, var, lp, out=np.empty((1, n_classes), np.float32))
+            np.testing.assert_allclose(got32[0], want, rtol=1e-7)
+            assert predict(x, mean, var, lp).tolist() == [1], level
+        finally:
+            gaussmle._core.set_simd_level(None)
+    finite = 3 if n_classes == 4 else 2
+    assert_posteriors_relatively_exact(x, mean[:finite], var[:finite], lp[:finite], digits=100)
