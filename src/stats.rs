@@ -698,11 +698,11 @@ impl BlockScratch {
         self.weight_lo[class] += lo;
     }
 
-    /// Fold the touched classes' weight residuals into their weights (idempotent).
+    /// Renormalise the touched classes' weights: `weight` becomes the rounded total and
+    /// `weight_lo` its exact rest (idempotent), which the merge carries on.
     fn fold_weights(&mut self) {
         for &c in &self.touched {
-            self.weight[c] += self.weight_lo[c];
-            self.weight_lo[c] = 0.0;
+            (self.weight[c], self.weight_lo[c]) = two_sum(self.weight[c], self.weight_lo[c]);
         }
     }
 
@@ -773,14 +773,7 @@ fn chunk_stats<E: Element, L: Label>(
         );
         start = end;
     }
-    for (w, lo) in stats
-        .classes
-        .weight
-        .iter_mut()
-        .zip(&scratch.merged_weight_lo)
-    {
-        *w += lo;
-    }
+    fold_merged_weights(&mut stats, &mut scratch);
     if !stats.classes.all_finite() || !stats.global.all_finite() {
         if let Some(err) = first_non_finite(input.x, rows.clone()) {
             return Err(err);
@@ -809,6 +802,8 @@ fn chunk_stats_rowwise<E: Element, L: Label>(
     };
     let zeros = vec![0.0; d];
     let mut row_values = vec![0.0; d];
+    // The merge adds each row's weight plainly: keep the roundings, as the kernels do.
+    let mut weight_lo = vec![0.0; input.n_classes];
     for row in rows {
         for (v, x) in row_values.iter_mut().zip(input.x.row(row).iter()) {
             *v = x.to_f64();
@@ -818,6 +813,7 @@ fn chunk_stats_rowwise<E: Element, L: Label>(
         let weight = input.weights.map_or(1.0, |w| scale.apply(w[row], class));
         let span = class * d..(class + 1) * d;
         let classes = &mut stats.classes;
+        weight_lo[class] += two_sum(classes.weight[class], weight).1;
         merge_group(
             GroupMut {
                 weight: &mut classes.weight[class],
@@ -845,6 +841,9 @@ fn chunk_stats_rowwise<E: Element, L: Label>(
                 &zeros,
             );
         }
+    }
+    for (w, lo) in stats.classes.weight.iter_mut().zip(&weight_lo) {
+        *w += lo;
     }
     stats
 }
@@ -1750,6 +1749,18 @@ fn correct_block_group(
     }
 }
 
+/// Add the kept roundings of the chunk's class weights ([`BlockScratch::merged_weight_lo`]).
+fn fold_merged_weights(stats: &mut ClassStats, scratch: &mut BlockScratch) {
+    for (w, lo) in stats
+        .classes
+        .weight
+        .iter_mut()
+        .zip(&mut scratch.merged_weight_lo)
+    {
+        *w += std::mem::take(lo);
+    }
+}
+
 /// Merge a finished block into the chunk totals, move each shift to the new running mean, and
 /// reset the block's scratch. The block mean is `K + D + correction`, passed as a double-double.
 fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, weighted: bool) {
@@ -1765,8 +1776,10 @@ fn merge_block(stats: &mut ClassStats, scratch: &mut BlockScratch, rows: usize, 
             &mut scratch.dev_sum[span.clone()],
         );
         let classes = &mut stats.classes;
-        // The merge rounds the chunk total once per block: keep that error.
-        scratch.merged_weight_lo[c] += two_sum(classes.weight[c], scratch.weight[c]).1;
+        // The merge rounds the chunk total once per block: keep that error, and the block
+        // weight's own rest.
+        scratch.merged_weight_lo[c] +=
+            two_sum(classes.weight[c], scratch.weight[c]).1 + scratch.weight_lo[c];
         merge_group(
             GroupMut {
                 weight: &mut classes.weight[c],
@@ -2486,6 +2499,7 @@ fn finish_chunk_sums(
         return None;
     }
     merge_block(&mut stats, scratch, rows, weighted);
+    fold_merged_weights(&mut stats, scratch);
     if !stats.classes.all_finite() || !stats.global.all_finite() {
         return None;
     }

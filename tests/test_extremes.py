@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 import time
+from fractions import Fraction
 
 import gaussmle
 import numpy as np
@@ -473,6 +474,14 @@ def test_class_weights_are_summed_with_compensation(order: str) -> None:
     assert s.mean[0, 0] == pytest.approx(ref.mean[0, 0], rel=4e-16)
     ref_var = ref.m2[0, 0] / ref.weight[0]
     assert s.var[0, 0] == pytest.approx(ref_var, rel=4e-15)
+    # A second reviewer: with a class whose block sums overflow (weights 1e299/1e300 on 2e4),
+    # Fortran order takes the block-wise two-pass, and each block's rounded weight lost up to
+    # half an ulp: W came out 1 ulp off. The blocks' rests are now carried to the chunk total.
+    x2 = np.concatenate([[0.0, 2e4, 0.0], np.full(n, 2e4)])[:, None] * np.ones((1, 2))
+    w2 = np.concatenate([[1e300, 1e299, 1e300], np.full(n, 1e284)])
+    y2 = np.array([0, 1, 1] + [0] * n)
+    s2 = class_stats(np.asarray(x2, order=order), y2, 2, sample_weight=w2)
+    assert s2.weight[0] == float(sum((Fraction(v) for v in w2[y2 == 0]), Fraction(0)))
     rng = np.random.default_rng(41)
     x = np.asarray(rng.normal(size=(200_000, 3)), order=order)
     w = rng.uniform(0.0, 10.0, 200_000)
