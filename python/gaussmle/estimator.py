@@ -21,7 +21,6 @@ of the rows gives the same model as ``fit`` on all of them, ``epsilon_`` include
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import threading
 from dataclasses import dataclass
@@ -128,7 +127,7 @@ class _FittedState:
         global_var = stats.global_var
         epsilon = float(var_smoothing) * float(global_var.max()) if global_var.size else 0.0
         # A class without weight has no estimate; like scikit-learn, report mean 0, variance
-        # epsilon (the statistics of such a class are zeros, see `_clean_stats`).
+        # epsilon (ClassStats stores zeros for the moments of such a class).
         with np.errstate(invalid="ignore", divide="ignore"):
             var_mle = np.where(seen[:, None], stats.m2 / weight[:, None], 0.0)
         theta64 = np.where(seen[:, None], stats.mean, 0.0)
@@ -217,21 +216,6 @@ class _FittedState:
                 self.var_smoothing,
             ),
         )
-
-
-def _clean_stats(stats: ClassStats) -> ClassStats:
-    """Zero the moments of classes without weight so that merges never see NaN."""
-    empty = ~(stats.weight > 0)
-    if not empty.any():
-        return stats
-
-    def zeroed(values: F64) -> F64:
-        out = values.copy()
-        out[empty] = 0.0
-        return out
-
-    mean_lo = None if stats.mean_lo is None else zeroed(stats.mean_lo)
-    return dataclasses.replace(stats, mean=zeroed(stats.mean), m2=zeroed(stats.m2), mean_lo=mean_lo)
 
 
 def _is_ready_float_matrix(X: Any) -> bool:
@@ -597,8 +581,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _batch_stats(
         self, X: FloatArray, codes: _Codes, n_classes: int, weights: F64 | None
     ) -> ClassStats:
-        stats = class_stats(X, codes, n_classes, sample_weight=weights, n_threads=self._n_threads())
-        return _clean_stats(stats)
+        return class_stats(X, codes, n_classes, sample_weight=weights, n_threads=self._n_threads())
 
     # ------------------------------------------------------------------ fitting
 
@@ -738,7 +721,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                     f"stats have shape {stats.mean.shape} (classes, features) but the model "
                     f"has {previous.stats.mean.shape}"
                 )
-            merged = previous.stats.merge(_clean_stats(stats))
+            merged = previous.stats.merge(stats)
             priors = self._validated_priors(len(previous.classes))
             self._fitted_state = _FittedState.build(
                 merged,
@@ -820,7 +803,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if model_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"dtype must be float32 or float64; got {model_dtype}")
         estimator._fitted_state = _FittedState.build(
-            _clean_stats(stats),
+            stats,
             sorted_classes,
             model_dtype,
             names,
