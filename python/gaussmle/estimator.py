@@ -71,6 +71,15 @@ _HAS_ALL_ZERO_OPTION = (
 _RUST_ENCODABLE_KINDS = "biu"
 
 
+def priors_undefined(stats: ClassStats, priors: Any) -> bool:
+    """True if no model can be built from ``stats``: no positive weight and no ``priors``.
+
+    The class priors would be 0/0. The rows still count toward ``epsilon_``, which is why
+    :mod:`gaussmle.streaming` keeps such statistics (``BatchError.pending_stats``).
+    """
+    return priors is None and not float(stats.weight.sum()) > 0
+
+
 @dataclass(frozen=True, eq=False)
 class _FittedState:
     """One immutable snapshot of everything a fitted :class:`GaussianNB` knows.
@@ -119,7 +128,7 @@ class _FittedState:
         weight = stats.weight
         seen = weight > 0
         total_weight = float(weight.sum())
-        if priors is None and not total_weight > 0:
+        if priors_undefined(stats, priors):
             raise ValueError(
                 "The total sample weight is zero, so the class priors are undefined; "
                 "give some samples a positive weight or pass `priors`."
@@ -556,10 +565,32 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """
         if sample_weight is None:
             return None
+        if X.shape[0] == 0:
+            return self._validated_weights_of_no_rows(sample_weight, X)
         extra = {"allow_all_zero_weights": True} if allow_all_zero and _HAS_ALL_ZERO_OPTION else {}
         weights: F64 = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True, **extra
         )
+        return weights
+
+    @staticmethod
+    def _validated_weights_of_no_rows(sample_weight: Any, X: FloatArray) -> F64:
+        """The weights of an empty batch of a stream (scikit-learn's check needs one row)."""
+        if np.ndim(sample_weight) == 0:
+            # A scalar: checked as the weight of one row would be.
+            _check_sample_weight(
+                sample_weight, np.empty((1, X.shape[1])), dtype=np.float64, ensure_non_negative=True
+            )
+            return np.zeros(0)
+        weights: F64 = check_array(
+            sample_weight,
+            input_name="sample_weight",
+            ensure_2d=False,
+            dtype=np.float64,
+            ensure_min_samples=0,
+        )
+        if weights.shape != (0,):
+            raise ValueError(f"sample_weight.shape == {weights.shape}, expected (0,)!")
         return weights
 
     def _validated_priors(self, n_classes: int) -> F64 | None:
@@ -716,12 +747,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise TypeError(f"stats must be a ClassStats, not {type(stats).__name__}")
         with self._writer_lock():
             previous = self._state_for_predict()
-            if stats.mean.shape != previous.stats.mean.shape:
-                raise ValueError(
-                    f"stats have shape {stats.mean.shape} (classes, features) but the model "
-                    f"has {previous.stats.mean.shape}"
-                )
-            merged = previous.stats.merge(stats)
+            merged = self._stats_merged_with(stats)
             priors = self._validated_priors(len(previous.classes))
             self._fitted_state = _FittedState.build(
                 merged,
@@ -732,6 +758,20 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 self.var_smoothing,
             )
         return self
+
+    def _stats_merged_with(self, stats: ClassStats) -> ClassStats:
+        """This model's statistics merged with ``stats``, as :meth:`partial_fit_stats` merges.
+
+        Changes nothing: :mod:`gaussmle.streaming` calls it on each batch to learn whether the
+        final ``partial_fit_stats`` would overflow (a ValueError here).
+        """
+        previous = self._state_for_predict().stats
+        if stats.mean.shape != previous.mean.shape:
+            raise ValueError(
+                f"stats have shape {stats.mean.shape} (classes, features) but the model "
+                f"has {previous.mean.shape}"
+            )
+        return previous.merge(stats)
 
     @classmethod
     def from_class_stats(
