@@ -326,15 +326,55 @@ def test_copy_on_write_memmap_edits_are_fitted_and_kept(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["r", "r+"])
-def test_shared_memmap_batches_ending_inside_pages(tmp_path: Path, mode: str) -> None:
+def test_shared_memmap_releases_exactly_the_whole_pages_inside_each_batch(
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading the data back cannot tell (a shared page dropped too early is re-read from the
+    # page cache), so the released ranges are recorded and checked against the file layout:
+    # every page lying wholly inside one batch is released once, and no page holding a batch
+    # boundary (or the .npy header) is. Before the fix the range was rounded outwards.
+    import mmap
+
+    import gaussmle.streaming as streaming
+
     path = tmp_path / "X.npy"
     X, y = small_integer_rows(5_040, 3)
     np.save(path, X)
     mapped = np.load(path, mmap_mode=mode)
+    header = int(mapped.offset)  # the mapping starts at file offset 0 (allocation granularity)
+    assert header < mmap.ALLOCATIONGRANULARITY
+    released: list[tuple[int, int]] = []
+    original = streaming._whole_pages_inside
+
+    def spy(begin: int, end: int, page: int) -> tuple[int, int] | None:
+        pages = original(begin, end, page)
+        if pages is not None:
+            released.append(pages)
+        return pages
+
+    monkeypatch.setattr(streaming, "_whole_pages_inside", spy)
     # 333 rows = 7992 bytes: every batch boundary falls inside a page.
     model = fit_stream(mapped, y, batch_rows=333)
     assert_exact_stats(model, X, y, 2)
     np.testing.assert_array_equal(mapped, X)
+
+    page, row_bytes = mmap.PAGESIZE, X.itemsize * X.shape[1]
+    batches = [
+        (header + start * row_bytes, header + min(start + 333, len(X)) * row_bytes)
+        for start in range(0, len(X), 333)
+    ]
+    n_pages = -(-batches[-1][1] // page)
+    want = [
+        p
+        for p in range(n_pages)
+        if any(begin <= p * page and (p + 1) * page <= end for begin, end in batches)
+    ]
+    got = sorted(
+        p for offset, length in released for p in range(offset // page, (offset + length) // page)
+    )
+    assert all(offset % page == 0 and length % page == 0 for offset, length in released)
+    assert got == want  # each once, none outside a batch
+    assert 0 < len(want) < n_pages  # some pages released, the boundary pages kept
 
 
 def test_whole_pages_inside_rounds_start_up_and_end_down() -> None:
