@@ -124,16 +124,26 @@ impl Moments {
                 what: format!("statistics weight must be finite and >= 0; got {w}"),
             });
         }
-        if mean
-            .iter()
-            .chain(&mean_lo)
-            .chain(&m2)
-            .any(|v| !v.is_finite())
-            || m2.iter().any(|v| *v < 0.0)
-        {
-            return Err(GaussError::BadParameter {
-                what: "statistics mean/m2 must be finite and m2 >= 0".to_string(),
-            });
+        // The message names the field and the cell, so a table built elsewhere can be fixed.
+        for (name, values, rule) in [
+            ("mean", &mean, "finite"),
+            ("mean_lo", &mean_lo, "finite"),
+            ("m2", &m2, "finite and >= 0"),
+        ] {
+            let non_negative = name == "m2";
+            if let Some(cell) = values
+                .iter()
+                .position(|v| !v.is_finite() || (non_negative && *v < 0.0))
+            {
+                return Err(GaussError::BadParameter {
+                    what: format!(
+                        "statistics {name} must be {rule}; got {} for group {}, feature {}",
+                        values[cell],
+                        cell / n_features,
+                        cell % n_features
+                    ),
+                });
+            }
         }
         // A group without weight has no rows: a positive m2 there would be dropped by the next
         // merge without a word.
@@ -190,7 +200,7 @@ impl Moments {
         }
         if !merged.all_finite() && self.all_finite() && other.all_finite() {
             return Err(GaussError::Overflow {
-                what: "the merged statistics".to_string(),
+                what: "merging these statistics".to_string(),
             });
         }
         *self = merged;

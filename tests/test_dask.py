@@ -257,6 +257,83 @@ def test_n_jobs_minus_one_is_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == [gaussmle._core.available_cores()] * 2
 
 
+def test_n_jobs_minus_one_is_resolved_on_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the client resolved -1 with its own core count and baked it into every task.
+    import gaussmle._threads as threads
+    import gaussmle.dask as gdask
+
+    class Cores:
+        count = 64
+
+        @staticmethod
+        def available_cores() -> int:
+            return Cores.count
+
+    monkeypatch.setattr(threads, "_core", Cores)
+    seen: list[int | None] = []
+    original = gdask.class_stats
+
+    def spy(*args: Any, n_threads: int | None = None, **kwargs: Any) -> Any:
+        seen.append(n_threads)
+        return original(*args, n_threads=n_threads, **kwargs)
+
+    monkeypatch.setattr(gdask, "class_stats", spy)
+    X = da.from_array(np.arange(8.0).reshape(4, 2), chunks=2)
+    y = da.from_array(np.array([0, 1, 0, 1]), chunks=2)
+    root = class_stats_delayed(X, y, [0, 1], n_jobs=-1)  # built on a "64-core client"
+    graph = dict(root.__dask_graph__())
+    block_args = [task.args for key, task in graph.items() if "_block_stats" in str(key)]
+    assert len(block_args) == 2
+    assert all(args[-1] == -1 for args in block_args)  # n_jobs itself, not 64
+    Cores.count = 3  # the "worker" has 3 cores
+    with dask.config.set(scheduler="synchronous"):
+        (stats,) = dask.compute(root)
+    assert seen == [3, 3]
+    assert stats.weight.tolist() == [2.0, 2.0]
+    with pytest.raises(ValueError, match="n_jobs must not be 0"):
+        class_stats_delayed(X, y, [0, 1], n_jobs=0)  # still checked on the client
+
+
+def test_scalar_sample_weight_is_the_weight_of_every_row() -> None:
+    # As fit and fit_stream; before: TypeError.
+    from reference import fraction_class_stats
+
+    Xn = np.array([[1.0, 2.0], [3.0, 5.0], [4.0, 4.0], [8.0, 1.0], [2.0, 2.0], [6.0, 3.0]])
+    yn = np.array([0, 1, 0, 1, 0, 1])
+    X, y = da.from_array(Xn, chunks=(4, 2)), da.from_array(yn, chunks=4)
+    with dask.config.set(scheduler="synchronous"):
+        model = GaussianNB().fit(X, y, 2.5)
+    ref = fraction_class_stats(Xn, yn, 2, np.full(6, 2.5))
+    assert model.class_count_.tolist() == [7.5, 7.5]
+    np.testing.assert_array_equal(model.theta_, ref.mean)
+    # Two chunks merged: m2 within a rounding of the exact value.
+    np.testing.assert_allclose(model.get_class_stats().m2, ref.m2, rtol=4e-16, atol=0)
+    assert_same_model(model, gaussmle.GaussianNB().fit(Xn, yn, 2.5), rtol=1e-15)
+    with pytest.raises(ValueError, match=r"sample_weight must be finite and >= 0; got -1.0"):
+        GaussianNB().fit(X, y, -1.0)
+    with pytest.raises(TypeError, match="sample_weight must be a number"):
+        GaussianNB().fit(X, y, "heavy")
+
+
+def test_mixed_column_names_are_a_type_error_as_in_fit() -> None:
+    frame = pd.DataFrame(np.arange(8.0).reshape(4, 2), columns=["a", 1])
+    labels = pd.Series([0, 1, 0, 1])
+    with pytest.raises(TypeError, match="Feature names are only supported if all input"):
+        gaussmle.GaussianNB().fit(frame, labels)
+    computed: list[int] = []
+    with dask.config.set(scheduler=lambda *a, **k: computed.append(1)):
+        with pytest.raises(TypeError, match="Feature names are only supported if all input"):
+            GaussianNB().fit(dd.from_pandas(frame, npartitions=2), dd.from_pandas(labels, 2))
+    assert computed == []  # rejected before anything ran
+    # All non-string names: no feature_names_in_, as in fit.
+    ints = pd.DataFrame(np.arange(8.0).reshape(4, 2), columns=[0, 1])
+    with dask.config.set(scheduler="synchronous"):
+        model = GaussianNB().fit(
+            dd.from_pandas(ints, npartitions=2), dd.from_pandas(labels, 2), classes=[0, 1]
+        )
+    assert not hasattr(model, "feature_names_in_")
+
+
 # ---------------------------------------------------------------------------- labels and chunks
 
 

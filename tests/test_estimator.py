@@ -862,20 +862,27 @@ def test_n_jobs_minus_one_is_all_cores_whatever_the_environment(
         threads_for_n_jobs(True)
 
 
-def test_from_class_stats_rejects_invalid_statistics_with_partial_fit_stats_wording() -> None:
-    import dataclasses
-
+def test_invalid_statistics_are_rejected_by_the_class_stats_constructor_as_by_merging() -> None:
+    # from_class_stats and partial_fit_stats accept only a ClassStats, which is immutable and
+    # validated when built: the constructor is the check, so an invalid table never reaches
+    # them. It is the validator of merging (partial_fit_stats), with the same words.
     stats = gaussmle.class_stats(X_GOOD, Y_GOOD)
     n = stats.n_classes
-    message = "statistics weight must be finite and >= 0; got -5"
-    with pytest.raises(ValueError, match=message):
-        GaussianNB.from_class_stats(
-            dataclasses.replace(stats, weight=np.r_[-5.0, stats.weight[1:]]), np.arange(n)
-        )
-    with pytest.raises(ValueError, match="statistics mean/m2 must be finite"):
-        GaussianNB.from_class_stats(
-            dataclasses.replace(stats, mean=np.full_like(stats.mean, np.nan)), np.arange(n)
-        )
+    globals_ = (stats.global_count, stats.global_mean, stats.global_m2)
+    bad_weight = np.r_[-5.0, stats.weight[1:]]
+    bad_mean = stats.mean.copy()
+    bad_mean[1, 0] = np.nan
+    for weight, mean, message in [
+        (bad_weight, stats.mean, "statistics weight must be finite and >= 0; got -5"),
+        (stats.weight, bad_mean, "statistics mean must be finite; got NaN for group 1, feature 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            gaussmle.ClassStats(weight, mean, stats.m2, *globals_)
+        lo = np.zeros_like(stats.mean)
+        with pytest.raises(ValueError, match=message):
+            gaussmle._core.merge_stats(
+                (stats.weight, stats.mean, lo, stats.m2), (weight, mean, lo, stats.m2)
+            )
     # The valid statistics give the model fit gives.
     model = GaussianNB.from_class_stats(stats, np.arange(n))
     np.testing.assert_array_equal(model.theta_, GaussianNB().fit(X_GOOD, Y_GOOD).theta_)

@@ -495,14 +495,28 @@ def test_class_stats_copies_a_writeable_array_and_keeps_a_read_only_one() -> Non
     [
         ({"weight": [-1.0, 1.0]}, "statistics weight must be finite and >= 0; got -1"),
         ({"weight": [np.inf, 1.0]}, "statistics weight must be finite and >= 0; got inf"),
-        ({"mean": [[np.nan], [10.0]]}, "statistics mean/m2 must be finite and m2 >= 0"),
-        ({"m2": [[-1.0], [0.0]]}, "statistics mean/m2 must be finite and m2 >= 0"),
+        (
+            {"mean": [[2.0], [np.nan]]},
+            "statistics mean must be finite; got NaN for group 1, feature 0",
+        ),
+        (
+            {"m2": [[-1.0], [0.0]]},
+            "statistics m2 must be finite and >= 0; got -1 for group 0, feature 0",
+        ),
+        (
+            {"mean_lo": [[0.0], [np.inf]]},
+            "statistics mean_lo must be finite; got inf for group 1, feature 0",
+        ),
         (
             {"weight": [0.0, 1.0], "m2": [[5.0], [0.0]]},
             "statistics m2 must be 0 where weight is 0; got 5 for group 0, feature 0",
         ),
         ({"global_count": -3.0}, "global_count must be finite and >= 0; got -3.0"),
-        ({"global_m2": [np.nan]}, "statistics mean/m2 must be finite and m2 >= 0"),
+        (
+            {"global_m2": [np.nan]},
+            r"ClassStats global statistics .*: invalid parameter: statistics m2 must be finite "
+            "and >= 0; got NaN for group 0, feature 0",
+        ),
         ({"global_mean": [0.0, 1.0]}, r"global_mean has shape \(2,\); expected \(1,\)"),
     ],
 )
@@ -511,6 +525,83 @@ def test_invalid_class_stats_are_rejected_on_construction(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(small_stats(), **changes)
+
+
+def test_nan_moments_of_a_class_without_weight_are_stored_as_zero() -> None:
+    # Statistics aggregated elsewhere (SQL: SUM(x) / COUNT(*)): class 1 has no rows, so its
+    # mean and m2 are 0 / 0 = NaN. Before: "statistics mean/m2 must be finite".
+    weight = np.array([3.0, 0.0])
+    with np.errstate(invalid="ignore"):
+        mean = np.array([[3.0, 6.0], [0.0, 0.0]]) / weight[:, None]
+        m2 = np.array([[2.0, 2.0], [0.0, 0.0]]) * (mean / mean)  # NaN for class 1
+    stats = ClassStats(weight, mean, m2, 3.0, [1.0, 2.0], [2.0, 2.0], mean_lo=mean * 0)
+    assert stats.mean.tolist() == [[1.0, 2.0], [0.0, 0.0]]
+    assert stats.m2.tolist() == [[2.0, 2.0], [0.0, 0.0]]
+    assert stats.mean_lo is not None and stats.mean_lo.tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    assert not stats.mean.flags.writeable and not stats.m2.flags.writeable
+    model = gaussmle.GaussianNB.from_class_stats(stats, [0, 1], var_smoothing=0.5)
+    assert model.theta_.tolist() == [[1.0, 2.0], [0.0, 0.0]]
+    assert model.class_prior_.tolist() == [1.0, 0.0]
+    # epsilon_ = 0.5 * max(global m2 / count) = 0.5 * 2/3; var_ = m2 / w + epsilon_.
+    eps = 0.5 * (2.0 / 3.0)
+    assert model.var_.tolist() == [[2.0 / 3.0 + eps, 2.0 / 3.0 + eps], [eps, eps]]
+    # Merging keeps them out: the empty class takes the other side's moments exactly.
+    other = class_stats(np.array([[5.0, 7.0]]), np.array([1]), 2)
+    merged = stats + other
+    assert merged.mean[1].tolist() == [5.0, 7.0] and merged.m2[1].tolist() == [0.0, 0.0]
+
+
+def test_nan_moments_are_rejected_where_the_weight_is_positive() -> None:
+    with pytest.raises(ValueError, match=r"statistics mean must be finite; got NaN for group 0"):
+        ClassStats([3.0, 0.0], [[np.nan], [np.nan]], [[0.0], [0.0]], 3.0, [1.0], [0.0])
+    with pytest.raises(ValueError, match=r"m2 must be finite and >= 0; got NaN for group 1"):
+        ClassStats([3.0, 1.0], [[1.0], [2.0]], [[0.0], [np.nan]], 4.0, [1.0], [0.0])
+    # A number (not NaN) as m2 of an empty class is still inconsistent: it is not zeroed.
+    with pytest.raises(ValueError, match="m2 must be 0 where weight is 0; got 5 for group 1"):
+        ClassStats([3.0, 0.0], [[1.0], [np.nan]], [[0.0], [5.0]], 3.0, [1.0], [0.0])
+
+
+def test_a_read_only_view_of_a_writeable_array_is_copied() -> None:
+    # Before: the view was stored as it was, and writing to its base changed the statistics
+    # past validation (here m2 -1, so var_ -0.5).
+    m2_base = np.ones((2, 2))
+    m2 = m2_base.view()
+    m2.flags.writeable = False
+    stats = ClassStats([2.0, 1.0], np.ones((2, 2)), m2, 3.0, np.ones(2), np.ones(2))
+    assert stats.m2 is not m2
+    m2_base[0, 0] = -1.0
+    assert stats.m2.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    model = gaussmle.GaussianNB.from_class_stats(stats, [0, 1], var_smoothing=0.0)
+    assert model.var_.tolist() == [[0.5, 0.5], [1.0, 1.0]]
+
+
+def test_read_only_arrays_are_kept_only_when_nothing_can_change_them() -> None:
+    stats = small_stats()
+    owner = np.array([2.0, 1.0])
+    owner.flags.writeable = False  # its owner can set the flag back: copied
+    over_bytes = np.frombuffer(np.array([[1.0], [0.0]]).tobytes())  # bytes: immutable
+    over_bytes = over_bytes.reshape(2, 1)
+    view = stats.mean[:, :]  # a view of another ClassStats's array
+    built = ClassStats(owner, view, over_bytes, 3.0, stats.global_mean, stats.global_m2)
+    assert built.weight is not owner
+    assert built.mean is view
+    assert built.m2 is over_bytes
+    assert built.global_mean is stats.global_mean
+    owner.flags.writeable = True
+    owner[0] = -7.0
+    assert built.weight.tolist() == [2.0, 1.0]
+
+
+class Tagged(ClassStats):
+    """A user's subclass (module level, so that pickle can find it)."""
+
+
+def test_a_subclass_of_class_stats_pickles_as_itself() -> None:
+    stats = small_stats()
+    tagged = Tagged(stats.weight, stats.mean, stats.m2, 3.0, stats.global_mean, stats.global_m2)
+    again = pickle.loads(pickle.dumps(tagged))
+    assert type(again) is Tagged
+    np.testing.assert_array_equal(again.mean, stats.mean)
 
 
 def test_zero_weight_m2_is_not_dropped_silently_by_a_merge() -> None:

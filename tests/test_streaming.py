@@ -153,13 +153,32 @@ def test_bad_parameters_fail_before_the_first_batch_is_read() -> None:
     assert read == []
 
 
-def test_first_batch_bad_gives_no_estimator() -> None:
-    X, y, _ = make_data(n=100, seed=7)
-    with pytest.raises(BatchError) as info:
-        fit_stream([(X[:, :0], y)], classes=[0, 1, 2, 3])
-    # zero features: rejected, and nothing was fitted before
-    assert info.value.batch_index == 0
-    assert info.value.estimator is None
+def test_first_batch_bad_gives_an_unfitted_clone_with_the_parameters() -> None:
+    # Before: err.estimator was None and the documented continuation used GaussianNB()
+    # defaults (epsilon_ 1e-9 * var instead of 0.25 * var).
+    X, y = small_integer_rows(14, 2)
+    template = gaussmle.GaussianNB(var_smoothing=0.25, priors=[0.5, 0.5])
+
+    def batches() -> Iterator[tuple[Any, ...]]:
+        yield X[:, :0], y  # zero features: rejected, nothing was fitted before
+        yield X, y
+
+    stream = batches()
+    message = r"batch 0 was rejected \(no earlier batch was fitted; err.estimator is an unfitted"
+    with pytest.raises(BatchError, match=message) as info:
+        fit_stream(stream, classes=[0, 1], estimator=template)
+    err = info.value
+    assert (err.batch_index, err.rows_fitted, err.pending_stats) == (0, 0, None)
+    assert err.estimator is not template
+    assert not hasattr(err.estimator, "classes_")
+    assert err.estimator.get_params() == template.get_params()
+    model = fit_stream(
+        stream, classes=[0, 1], estimator=err.estimator, initial_stats=err.pending_stats
+    )
+    assert_exact_stats(model, X, y, 2)
+    # Column 1 holds 1..7 equally often: variance 4 (column 0, 0..6, too).
+    assert model.epsilon_ == 0.25 * 4.0
+    assert model.class_prior_.tolist() == [0.5, 0.5]
 
 
 def test_progress_bar_counts_rows(capsys: pytest.CaptureFixture[str]) -> None:
@@ -266,14 +285,19 @@ def test_large_memmap_fit_with_bounded_memory(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- memmap pages
 
 
-def assert_exact_stats(model: Any, X: np.ndarray, y: np.ndarray, n_classes: int) -> None:
-    """The model's raw statistics equal the exact (Fraction) statistics of X, y."""
+def assert_exact_stats(
+    model: Any, X: np.ndarray, y: np.ndarray, n_classes: int, m2_rtol: float = 0.0
+) -> None:
+    """The model's raw statistics equal the exact (Fraction) statistics of X, y.
+
+    ``m2_rtol``: m2 merged from several parts may be a rounding off.
+    """
     ref = fraction_class_stats(X, y, n_classes)
     stats = model.get_class_stats()
     np.testing.assert_array_equal(stats.weight, ref.weight)
     np.testing.assert_array_equal(stats.mean, ref.mean)
-    np.testing.assert_array_equal(stats.m2, ref.m2)
-    np.testing.assert_array_equal(stats.global_m2, ref.global_m2)
+    np.testing.assert_allclose(stats.m2, ref.m2, rtol=m2_rtol, atol=0)
+    np.testing.assert_allclose(stats.global_m2, ref.global_m2, rtol=m2_rtol, atol=0)
     np.testing.assert_array_equal(model.theta_, ref.mean)
 
 
@@ -302,15 +326,55 @@ def test_copy_on_write_memmap_edits_are_fitted_and_kept(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["r", "r+"])
-def test_shared_memmap_batches_ending_inside_pages(tmp_path: Path, mode: str) -> None:
+def test_shared_memmap_releases_exactly_the_whole_pages_inside_each_batch(
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading the data back cannot tell (a shared page dropped too early is re-read from the
+    # page cache), so the released ranges are recorded and checked against the file layout:
+    # every page lying wholly inside one batch is released once, and no page holding a batch
+    # boundary (or the .npy header) is. Before the fix the range was rounded outwards.
+    import mmap
+
+    import gaussmle.streaming as streaming
+
     path = tmp_path / "X.npy"
     X, y = small_integer_rows(5_040, 3)
     np.save(path, X)
     mapped = np.load(path, mmap_mode=mode)
+    header = int(mapped.offset)  # the mapping starts at file offset 0 (allocation granularity)
+    assert header < mmap.ALLOCATIONGRANULARITY
+    released: list[tuple[int, int]] = []
+    original = streaming._whole_pages_inside
+
+    def spy(begin: int, end: int, page: int) -> tuple[int, int] | None:
+        pages = original(begin, end, page)
+        if pages is not None:
+            released.append(pages)
+        return pages
+
+    monkeypatch.setattr(streaming, "_whole_pages_inside", spy)
     # 333 rows = 7992 bytes: every batch boundary falls inside a page.
     model = fit_stream(mapped, y, batch_rows=333)
     assert_exact_stats(model, X, y, 2)
     np.testing.assert_array_equal(mapped, X)
+
+    page, row_bytes = mmap.PAGESIZE, X.itemsize * X.shape[1]
+    batches = [
+        (header + start * row_bytes, header + min(start + 333, len(X)) * row_bytes)
+        for start in range(0, len(X), 333)
+    ]
+    n_pages = -(-batches[-1][1] // page)
+    want = [
+        p
+        for p in range(n_pages)
+        if any(begin <= p * page and (p + 1) * page <= end for begin, end in batches)
+    ]
+    got = sorted(
+        p for offset, length in released for p in range(offset // page, (offset + length) // page)
+    )
+    assert all(offset % page == 0 and length % page == 0 for offset, length in released)
+    assert got == want  # each once, none outside a batch
+    assert 0 < len(want) < n_pages  # some pages released, the boundary pages kept
 
 
 def test_whole_pages_inside_rounds_start_up_and_end_down() -> None:
@@ -376,12 +440,17 @@ def test_zero_weight_batches_before_a_bad_one_are_not_lost() -> None:
         yield X2, y + 5  # unknown labels
         yield X2, y
 
+    # Non-default parameters: before, err.estimator was None and the continuation below
+    # fell back to GaussianNB() (epsilon_ 1e-9 * 5.5 instead of 0.5 * 5.5).
+    template = gaussmle.GaussianNB(var_smoothing=0.5)
     stream = batches()
     with pytest.raises(BatchError, match=r"sample weight 0.*pending_stats") as info:
-        fit_stream(stream, classes=[0, 1])
+        fit_stream(stream, classes=[0, 1], estimator=template)
     err = info.value
-    assert (err.batch_index, err.rows_fitted, err.estimator) == (1, 4, None)
+    assert (err.batch_index, err.rows_fitted) == (1, 4)
     assert err.pending_stats is not None
+    assert err.estimator is not template and not hasattr(err.estimator, "classes_")
+    assert err.estimator.var_smoothing == 0.5
     model = fit_stream(
         stream, classes=[0, 1], estimator=err.estimator, initial_stats=err.pending_stats
     )
@@ -389,14 +458,94 @@ def test_zero_weight_batches_before_a_bad_one_are_not_lost() -> None:
     ref = fraction_class_stats(both, np.r_[y, y], 2, np.r_[np.zeros(4), np.ones(4)])
     # Global variance of column 0 over all 8 rows: mean 3, m2 = 9+25+1+1+4+0+4+0 = 44.
     assert ref.global_m2[0] == 44.0
-    assert model.epsilon_ == 1e-9 * (44.0 / 8)
+    assert model.var_smoothing == 0.5
+    assert model.epsilon_ == 0.5 * (44.0 / 8)
     np.testing.assert_array_equal(model.get_class_stats().global_m2, ref.global_m2)
     np.testing.assert_array_equal(model.theta_, ref.mean)
     np.testing.assert_array_equal(model.class_count_, [2.0, 2.0])
 
 
+def big_model() -> tuple[Any, np.ndarray, np.ndarray]:
+    """A model whose class 0 holds two rows of 0.7e154: m2 of class 0 is 0, so fine, but a
+    batch of two rows of -0.7e154 in class 0 overflows its m2 when merged into it."""
+    X = np.array([[0.7e154], [0.7e154], [1.0], [2.0]])
+    y = np.array([0, 0, 1, 1])
+    return gaussmle.GaussianNB().fit(X, y), X, y
+
+
+def test_merge_into_the_fitted_estimator_that_overflows_is_the_rejected_batch() -> None:
+    # Before: every batch merged into the running total, but the total overflowed only when
+    # merged into the model at the very end: a plain ValueError, the stream consumed, the
+    # model unchanged, every batch lost.
+    model, X, y = big_model()
+    ok = (np.array([[1.0], [3.0]]), np.array([1, 1]))
+    neg = (-X[:2], np.array([0, 0]))  # merges fine with `ok`, overflows with class 0
+    stream = iter([ok, neg, ok])
+    with pytest.raises(BatchError, match=r"batch 1 was rejected .*overflows float64") as info:
+        fit_stream(stream, estimator=model)
+    err = info.value
+    assert (err.batch_index, err.rows_fitted, err.pending_stats) == (1, 2, None)
+    assert err.estimator is model
+    assert_exact_stats(model, np.vstack([X, ok[0]]), np.r_[y, ok[1]], 2, m2_rtol=4e-16)
+    # The stream goes on after the bad batch.
+    fit_stream(stream, estimator=model)
+    rows = np.vstack([X, ok[0], ok[0]]), np.r_[y, ok[1], ok[1]]
+    assert_exact_stats(model, *rows, 2, m2_rtol=4e-16)
+
+
+def test_an_overflowing_first_batch_then_a_bad_one_keeps_the_estimator() -> None:
+    # Before: batch 1 was reported as if every earlier weight were 0 (any ValueError of the
+    # final merge was taken for that), with estimator None: the model's rows were dropped.
+    model, X, y = big_model()
+    stream = iter([(-X[:2], np.array([0, 0])), (np.array([[np.nan]]), np.array([1]))])
+    with pytest.raises(BatchError, match=r"batch 0 was rejected .*overflows") as info:
+        fit_stream(stream, estimator=model)
+    err = info.value
+    assert (err.batch_index, err.rows_fitted, err.pending_stats) == (0, 0, None)
+    assert err.estimator is model
+    assert_exact_stats(model, X, y, 2)
+    with pytest.raises(BatchError, match=r"batch 0 was rejected \(no earlier batch.*NaN") as info:
+        fit_stream(stream, estimator=model)
+    assert info.value.estimator is model
+    assert_exact_stats(model, X, y, 2)
+
+
+def test_initial_stats_overflowing_the_estimator_fail_before_any_batch_is_read() -> None:
+    model, X, y = big_model()
+    read: list[int] = []
+
+    def batches() -> Iterator[tuple[Any, Any]]:
+        read.append(1)
+        yield X, y
+
+    initial = gaussmle.class_stats(-X[:2], np.array([0, 0]), 2)
+    with pytest.raises(ValueError, match="overflows float64"):
+        fit_stream(batches(), estimator=model, initial_stats=initial)
+    assert read == []
+    assert_exact_stats(model, X, y, 2)
+
+
+def test_rows_fitted_counts_this_calls_batches_only() -> None:
+    # Before: initial_stats rows were counted, the estimator's own rows were not.
+    X, y = small_integer_rows(14, 2)
+    bad = (X, y + 5)
+    initial = gaussmle.class_stats(X, y, 2)
+    with pytest.raises(BatchError, match=r"14 of them from this call's batch 0\)") as info:
+        fit_stream(iter([(X, y), bad]), classes=[0, 1], initial_stats=initial)
+    assert (info.value.batch_index, info.value.rows_fitted) == (1, 14)
+    assert info.value.estimator.class_count_.tolist() == [14.0, 14.0]
+    fitted = gaussmle.GaussianNB().fit(X, y)
+    with pytest.raises(BatchError) as info:
+        fit_stream(iter([(X, y), bad]), estimator=fitted)
+    assert (info.value.batch_index, info.value.rows_fitted) == (1, 14)
+    with pytest.raises(BatchError, match=r"none of them from this call's batches") as info:
+        fit_stream(iter([bad]), classes=[0, 1], initial_stats=initial)
+    assert (info.value.batch_index, info.value.rows_fitted) == (0, 0)
+    assert info.value.estimator.class_count_.tolist() == [7.0, 7.0]
+
+
 def test_first_batch_bad_message_says_nothing_was_fitted() -> None:
-    with pytest.raises(BatchError, match=r"batch 0 was rejected \(no earlier batch was fitted\)"):
+    with pytest.raises(BatchError, match=r"batch 0 was rejected \(no earlier batch was fitted;"):
         fit_stream([(np.zeros((2, 1)), [0, 7])], classes=[0, 1])
 
 
@@ -440,6 +589,33 @@ def test_empty_batches_are_skipped() -> None:
     X, y = small_integer_rows(14, 2)
     model = fit_stream([(X[:0], y[:0]), (X, y), (X[:0], y[:0])], classes=[0, 1])
     assert_exact_stats(model, X, y, 2)
+
+
+@pytest.mark.parametrize("weight", [np.ones(0), [], 3.0, np.zeros(0, dtype=np.float32)])
+def test_empty_batches_with_weights_are_skipped(weight: Any) -> None:
+    # Before: "Found array with 0 sample(s)" (scikit-learn's weight check wants a row).
+    X, y = small_integer_rows(14, 2)
+    w = np.full(14, 2.0)
+    stream = [(X[:0], y[:0], weight), (X, y, w), (X[:0], y[:0], weight)]
+    model = fit_stream(stream, classes=[0, 1])
+    np.testing.assert_array_equal(model.class_count_, [14.0, 14.0])
+    np.testing.assert_array_equal(model.get_class_stats().m2, 2 * fraction_class_stats(X, y, 2).m2)
+    np.testing.assert_array_equal(model.theta_, fraction_class_stats(X, y, 2).mean)
+
+
+@pytest.mark.parametrize(
+    ("weight", "message"),
+    [
+        (np.ones(3), r"sample_weight.shape == \(3,\), expected \(0,\)"),
+        (np.ones((0, 1)), r"sample_weight.shape == \(0, 1\), expected \(0,\)"),
+        (-1.0, "Negative values in data passed to `sample_weight`"),
+    ],
+)
+def test_empty_batch_weights_are_still_checked(weight: Any, message: str) -> None:
+    X, y = small_integer_rows(14, 2)
+    with pytest.raises(BatchError, match=message) as info:
+        fit_stream([(X, y), (X[:0], y[:0], weight)], classes=[0, 1])
+    assert info.value.batch_index == 1
 
 
 def test_y_with_a_non_matrix_source_says_what_the_source_must_be() -> None:

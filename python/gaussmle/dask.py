@@ -45,6 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
     ) from exc
 
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import _get_feature_names
 
 from gaussmle._labels import encode, sorted_classes
 from gaussmle._threads import threads_for_n_jobs
@@ -120,15 +121,38 @@ def _array_model_dtype(x: DaskArray) -> np.dtype[Any]:
     return np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
 
 
-def _feature_names(frame: Any) -> AnyArray | None:
-    """Column names when they are all strings (as scikit-learn's ``feature_names_in_``)."""
-    columns = getattr(frame, "columns", None)
-    if columns is None:
+def _frame_feature_names(frame: Any) -> AnyArray | None:
+    """scikit-learn's ``feature_names_in_`` of a dask DataFrame (None for anything else).
+
+    scikit-learn's own ``_get_feature_names`` (as in ``fit`` and ``fit_stream``) on the
+    frame's empty pandas ``_meta``: all-string column names, None for non-string ones, and a
+    TypeError for a mix of both.
+    """
+    if not _is_dataframe(frame):
         return None
-    names = list(columns)
-    if names and all(isinstance(n, str) for n in names):
-        return np.asarray(names, dtype=object)
-    return None
+    names: AnyArray | None = _get_feature_names(frame._meta)
+    return names
+
+
+def _scalar_weight(sample_weight: Any) -> float | None:
+    """A scalar ``sample_weight`` (the weight of every row, as in ``fit``) as a float.
+
+    None if ``sample_weight`` is not a scalar.
+    """
+    if (
+        sample_weight is None
+        or isinstance(sample_weight, da.Array)
+        or _is_frame(sample_weight)
+        or np.ndim(sample_weight) != 0
+    ):
+        return None
+    value = np.asarray(sample_weight)
+    if value.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must be a number or an array of numbers; got {value!r}")
+    weight = float(value)
+    if not (np.isfinite(weight) and weight >= 0):
+        raise ValueError(f"sample_weight must be finite and >= 0; got {weight}")
+    return weight
 
 
 def _as_dask_array(obj: Any, name: str) -> DaskArray:
@@ -217,13 +241,22 @@ def _block_stats(
     n_features: int,
     block_index: int,
     row_offset: int | None,
-    n_threads: int | None,
+    n_jobs: int | None,
 ) -> ClassStats:
-    """Reduce one row block to its ClassStats (runs on a worker)."""
+    """Reduce one row block to its ClassStats (runs on a worker).
+
+    ``n_jobs`` is resolved here, on the worker: ``-1`` means the worker's cores. ``w`` is None,
+    a block of weights, or a float (the weight of every row).
+    """
     try:
         xb = _to_numpy_block(x)
         yb = _to_numpy_block(y, numeric=False).reshape(-1)
-        wb = None if w is None else np.asarray(_to_numpy_block(w), dtype=np.float64).reshape(-1)
+        if w is None:
+            wb = None
+        elif isinstance(w, float):
+            wb = np.full(xb.shape[0], w)
+        else:
+            wb = np.asarray(_to_numpy_block(w), dtype=np.float64).reshape(-1)
         if xb.ndim != 2 or xb.shape[1] != n_features:
             raise ValueError(f"X block has shape {xb.shape}; expected (n, {n_features})")
         if yb.shape[0] != xb.shape[0]:
@@ -235,6 +268,7 @@ def _block_stats(
         if xb.shape[0] == 0:
             return ClassStats.empty(len(classes), n_features)
         codes = encode(yb, classes)
+        n_threads = threads_for_n_jobs(n_jobs)
         return class_stats(xb, codes, len(classes), sample_weight=wb, n_threads=n_threads)
     except ValueError as exc:
         where = f"row block {block_index}"
@@ -341,11 +375,13 @@ def class_stats_delayed(
         Labels; every label must be in ``classes``.
     classes : array_like
         All class labels. Row ``i`` of the statistics belongs to ``sorted(classes)[i]``.
-    sample_weight : dask.array.Array or dask.dataframe.Series, optional
+    sample_weight : dask.array.Array, dask.dataframe.Series or float, optional
+        Weights chunked like X, or one number: the weight of every row.
     split_every : int, default=8
         Fan-in of the merge tree.
     n_jobs : int, optional
-        Rust threads per block task (``None``: all cores of the worker).
+        Rust threads per block task, resolved on the worker: ``None`` uses
+        ``GAUSSMLE_NUM_THREADS`` or all cores of the worker, ``-1`` all cores of the worker.
 
     Returns
     -------
@@ -356,14 +392,19 @@ def class_stats_delayed(
     if split_every < 2:
         raise ValueError(f"split_every must be >= 2; got {split_every}")
     cls_arr = sorted_classes(classes)
-    xs, ys, ws, offsets, n_features = _row_blocks(X, y, sample_weight)
+    threads_for_n_jobs(n_jobs)  # a bad n_jobs fails here, on the client; resolved per task
+    scalar_weight = _scalar_weight(sample_weight)
+    xs, ys, ws, offsets, n_features = _row_blocks(
+        X, y, None if scalar_weight is not None else sample_weight
+    )
+    if scalar_weight is not None:
+        ws = [scalar_weight] * len(xs)
     if n_features < 1:
         raise ValueError("X has no features")
     if not xs:
         raise ValueError("X has no row blocks")
     classes_d = dask.delayed(cls_arr, pure=True)
     block = dask.delayed(_block_stats, pure=True)
-    threads = threads_for_n_jobs(n_jobs)
     parts = [
         block(
             xs[i],
@@ -373,7 +414,7 @@ def class_stats_delayed(
             n_features,
             i,
             offsets[i],
-            threads,
+            n_jobs,
         )
         for i in range(len(xs))
     ]
@@ -431,9 +472,10 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     var_smoothing : float, default=1e-9
         Portion of the largest unweighted feature variance added to every variance.
     n_jobs : int, default=None
-        Rust threads per block task on the workers (and for local scoring). ``None`` uses
-        all cores of each worker; with several Dask threads per worker, ``n_jobs=1`` avoids
-        oversubscription. Results do not depend on it.
+        Rust threads per block task on the workers (and for local scoring), resolved on
+        each worker: ``None`` uses ``GAUSSMLE_NUM_THREADS`` or all its cores, ``-1`` all its
+        cores. With several Dask threads per worker, ``n_jobs=1`` avoids oversubscription.
+        Results do not depend on it.
     split_every : int, default=8
         Fan-in of the merge tree over row blocks.
 
@@ -480,8 +522,9 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             wrapped in one chunk.
         y : dask.array.Array of shape (n_samples,) or dask.dataframe.Series
             Target values, chunked like X (rechunked if the chunk sizes are known).
-        sample_weight : dask.array.Array or dask.dataframe.Series, optional
-            Non-negative weights, chunked like X.
+        sample_weight : dask.array.Array, dask.dataframe.Series or float, optional
+            Non-negative weights, chunked like X, or one number: the weight of every row
+            (as in :meth:`gaussmle.GaussianNB.fit`).
         classes : array-like, optional
             All class labels. If omitted they are found with one pass over ``y``. Classes
             without any sample get a prior of 0 (as with ``partial_fit``).
@@ -496,20 +539,24 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             For NaN/inf in X (the message names the row block and the row and column within
             it), labels not in ``classes``, negative weights or mismatched shapes. The
             estimator is left unchanged.
+        TypeError
+            For DataFrame column names that mix strings and other types (as ``fit``).
         """
         from gaussmle.estimator import GaussianNB as LocalGaussianNB
 
+        # Column names and weights are checked before anything runs on the cluster.
+        if _is_frame(X):
+            dtype = _frame_model_dtype(X)
+            names = _frame_feature_names(X)
+        else:
+            dtype = _array_model_dtype(_as_dask_array(X, "X"))
+            names = None
+        _scalar_weight(sample_weight)
         cls_arr = _discover_classes(y) if classes is None else sorted_classes(classes)
         # Fail on a bad parameter before any block is reduced on the cluster.
         LocalGaussianNB(
             priors=self.priors, var_smoothing=self.var_smoothing, n_jobs=self.n_jobs
         ).check_parameters(len(cls_arr))
-        if _is_frame(X):
-            dtype = _frame_model_dtype(X)
-            names = _feature_names(X)
-        else:
-            dtype = _array_model_dtype(_as_dask_array(X, "X"))
-            names = None
         root = class_stats_delayed(
             X,
             y,
@@ -640,7 +687,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _check_columns(X: Any, local: LocalGaussianNB) -> None:
         fitted = local.__dict__.get("_fitted_state")
         names = None if fitted is None else fitted.feature_names
-        given = _feature_names(X)
+        given = _frame_feature_names(X)
         if names is None or given is None:
             return
         if list(names) != list(given):

@@ -21,7 +21,6 @@ of the rows gives the same model as ``fit`` on all of them, ``epsilon_`` include
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import threading
 from dataclasses import dataclass
@@ -72,6 +71,15 @@ _HAS_ALL_ZERO_OPTION = (
 _RUST_ENCODABLE_KINDS = "biu"
 
 
+def priors_undefined(stats: ClassStats, priors: Any) -> bool:
+    """True if no model can be built from ``stats``: no positive weight and no ``priors``.
+
+    The class priors would be 0/0. The rows still count toward ``epsilon_``, which is why
+    :mod:`gaussmle.streaming` keeps such statistics (``BatchError.pending_stats``).
+    """
+    return priors is None and not float(stats.weight.sum()) > 0
+
+
 @dataclass(frozen=True, eq=False)
 class _FittedState:
     """One immutable snapshot of everything a fitted :class:`GaussianNB` knows.
@@ -120,7 +128,7 @@ class _FittedState:
         weight = stats.weight
         seen = weight > 0
         total_weight = float(weight.sum())
-        if priors is None and not total_weight > 0:
+        if priors_undefined(stats, priors):
             raise ValueError(
                 "The total sample weight is zero, so the class priors are undefined; "
                 "give some samples a positive weight or pass `priors`."
@@ -128,7 +136,7 @@ class _FittedState:
         global_var = stats.global_var
         epsilon = float(var_smoothing) * float(global_var.max()) if global_var.size else 0.0
         # A class without weight has no estimate; like scikit-learn, report mean 0, variance
-        # epsilon (the statistics of such a class are zeros, see `_clean_stats`).
+        # epsilon (ClassStats stores zeros for the moments of such a class).
         with np.errstate(invalid="ignore", divide="ignore"):
             var_mle = np.where(seen[:, None], stats.m2 / weight[:, None], 0.0)
         theta64 = np.where(seen[:, None], stats.mean, 0.0)
@@ -217,21 +225,6 @@ class _FittedState:
                 self.var_smoothing,
             ),
         )
-
-
-def _clean_stats(stats: ClassStats) -> ClassStats:
-    """Zero the moments of classes without weight so that merges never see NaN."""
-    empty = ~(stats.weight > 0)
-    if not empty.any():
-        return stats
-
-    def zeroed(values: F64) -> F64:
-        out = values.copy()
-        out[empty] = 0.0
-        return out
-
-    mean_lo = None if stats.mean_lo is None else zeroed(stats.mean_lo)
-    return dataclasses.replace(stats, mean=zeroed(stats.mean), m2=zeroed(stats.m2), mean_lo=mean_lo)
 
 
 def _is_ready_float_matrix(X: Any) -> bool:
@@ -572,10 +565,32 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """
         if sample_weight is None:
             return None
+        if X.shape[0] == 0:
+            return self._validated_weights_of_no_rows(sample_weight, X)
         extra = {"allow_all_zero_weights": True} if allow_all_zero and _HAS_ALL_ZERO_OPTION else {}
         weights: F64 = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True, **extra
         )
+        return weights
+
+    @staticmethod
+    def _validated_weights_of_no_rows(sample_weight: Any, X: FloatArray) -> F64:
+        """The weights of an empty batch of a stream (scikit-learn's check needs one row)."""
+        if np.ndim(sample_weight) == 0:
+            # A scalar: checked as the weight of one row would be.
+            _check_sample_weight(
+                sample_weight, np.empty((1, X.shape[1])), dtype=np.float64, ensure_non_negative=True
+            )
+            return np.zeros(0)
+        weights: F64 = check_array(
+            sample_weight,
+            input_name="sample_weight",
+            ensure_2d=False,
+            dtype=np.float64,
+            ensure_min_samples=0,
+        )
+        if weights.shape != (0,):
+            raise ValueError(f"sample_weight.shape == {weights.shape}, expected (0,)!")
         return weights
 
     def _validated_priors(self, n_classes: int) -> F64 | None:
@@ -597,8 +612,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _batch_stats(
         self, X: FloatArray, codes: _Codes, n_classes: int, weights: F64 | None
     ) -> ClassStats:
-        stats = class_stats(X, codes, n_classes, sample_weight=weights, n_threads=self._n_threads())
-        return _clean_stats(stats)
+        return class_stats(X, codes, n_classes, sample_weight=weights, n_threads=self._n_threads())
 
     # ------------------------------------------------------------------ fitting
 
@@ -733,12 +747,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise TypeError(f"stats must be a ClassStats, not {type(stats).__name__}")
         with self._writer_lock():
             previous = self._state_for_predict()
-            if stats.mean.shape != previous.stats.mean.shape:
-                raise ValueError(
-                    f"stats have shape {stats.mean.shape} (classes, features) but the model "
-                    f"has {previous.stats.mean.shape}"
-                )
-            merged = previous.stats.merge(_clean_stats(stats))
+            merged = self._stats_merged_with(stats)
             priors = self._validated_priors(len(previous.classes))
             self._fitted_state = _FittedState.build(
                 merged,
@@ -749,6 +758,20 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 self.var_smoothing,
             )
         return self
+
+    def _stats_merged_with(self, stats: ClassStats) -> ClassStats:
+        """This model's statistics merged with ``stats``, as :meth:`partial_fit_stats` merges.
+
+        Changes nothing: :mod:`gaussmle.streaming` calls it on each batch to learn whether the
+        final ``partial_fit_stats`` would overflow (a ValueError here).
+        """
+        previous = self._state_for_predict().stats
+        if stats.mean.shape != previous.mean.shape:
+            raise ValueError(
+                f"stats have shape {stats.mean.shape} (classes, features) but the model "
+                f"has {previous.mean.shape}"
+            )
+        return previous.merge(stats)
 
     @classmethod
     def from_class_stats(
@@ -820,7 +843,7 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if model_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"dtype must be float32 or float64; got {model_dtype}")
         estimator._fitted_state = _FittedState.build(
-            _clean_stats(stats),
+            stats,
             sorted_classes,
             model_dtype,
             names,

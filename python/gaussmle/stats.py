@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +28,43 @@ def _native(a: F64) -> F64:
     return out
 
 
+#: Arrays made by this module (copies, and the fresh outputs of the Rust core), which no one
+#: else holds: the only arrays a ClassStats stores without checking what is behind them.
+#: Keyed by ``id`` (ndarrays are unhashable); an entry dies with its array.
+_OWNED: weakref.WeakValueDictionary[int, npt.NDArray[Any]] = weakref.WeakValueDictionary()
+
+
+def _seal(*arrays: F64) -> None:
+    """Mark fresh arrays (ours alone) read-only, so that ClassStats stores them without a copy."""
+    for arr in arrays:
+        arr.flags.writeable = False
+        _OWNED[id(arr)] = arr
+
+
+def _immutable(arr: npt.NDArray[Any]) -> bool:
+    """True if nothing can change the data of ``arr``: no writeable array or buffer reaches it.
+
+    Walks the ``.base`` chain: every array on it must be read-only, and the chain must end in
+    an array of this module (:func:`_seal`) or in ``bytes``. A read-only array that owns its
+    data, or sits on a foreign buffer (an ``mmap``, a ``bytearray``, another library's
+    object), is not enough: its owner can make it writeable again.
+    """
+    obj: object = arr
+    while isinstance(obj, np.ndarray):
+        if _OWNED.get(id(obj)) is obj:
+            return True
+        if obj.flags.writeable:
+            return False
+        obj = obj.base
+    return isinstance(obj, bytes)
+
+
 def _frozen(value: Any, name: str, ndim: int) -> F64:
     """``value`` as a read-only native float64 array of ``ndim`` dimensions.
 
-    A read-only float64 array (the output of the Rust core, or a field of another ClassStats)
-    is kept as it is; anything else is copied once, so that no writeable alias of the stored
-    array remains.
+    An array that nothing can change (a field of another ClassStats, an output of the Rust
+    core, views of them, read-only arrays over ``bytes``) is kept as it is; anything else is
+    copied once, so that no writeable alias of the stored array remains.
     """
     arr = value if isinstance(value, np.ndarray) else np.asarray(value)
     if arr.dtype.kind not in "biuf":
@@ -40,21 +72,20 @@ def _frozen(value: Any, name: str, ndim: int) -> F64:
     if arr.ndim != ndim:
         raise ValueError(f"ClassStats.{name} must be {ndim}-D; got shape {arr.shape}")
     if not (
-        arr.dtype == np.float64
-        and arr.dtype.isnative
-        and arr.flags.aligned
-        and not arr.flags.writeable
+        arr.dtype == np.float64 and arr.dtype.isnative and arr.flags.aligned and _immutable(arr)
     ):
         arr = np.array(arr, dtype=np.float64)
-        arr.flags.writeable = False
+        _seal(arr)
     out: F64 = arr
     return out
 
 
-def _seal(*arrays: F64) -> None:
-    """Mark fresh arrays (ours alone) read-only, so that ClassStats stores them without a copy."""
-    for arr in arrays:
-        arr.flags.writeable = False
+def _zeroed(values: F64, where: npt.NDArray[np.bool_]) -> F64:
+    """A sealed copy of ``values`` with 0 where ``where`` (rows, or single cells) is True."""
+    out = values.copy()
+    out[where] = 0.0
+    _seal(out)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,10 +115,17 @@ class ClassStats:
 
     Notes
     -----
-    A ClassStats is immutable: its arrays are read-only (a writeable array given to the
-    constructor is copied, a read-only float64 one is kept). The constructor validates the
+    A ClassStats is immutable: its arrays are read-only, and an array given to the constructor
+    is stored without a copy only if nothing can change it (the field of another ClassStats or
+    a view of one, or a read-only array over ``bytes``); anything else, a read-only view of a
+    writeable array included, is copied once.
+
+    A class of weight 0 has no rows, so its mean is undefined: whatever ``mean`` and
+    ``mean_lo`` say for it (NaN, as ``sum / 0`` gives for statistics aggregated elsewhere,
+    included) is stored as 0, and so is a NaN ``m2``. The constructor then validates the
     statistics as merging does: weights finite and >= 0, means finite, ``m2`` finite and
-    >= 0, and ``m2`` 0 where the weight is 0 (a ``ValueError`` otherwise).
+    >= 0, and ``m2`` 0 where the weight is 0. A ``ValueError`` names the field, the group
+    (class index) and the feature of the first bad value.
 
     ``a + b`` (or ``a.merge(b)``) is the exact weighted merge of Chan, Golub & LeVeque (1983)
     in the form of Schubert & Gertz (2018); merging the statistics of any split of the rows
@@ -125,14 +163,43 @@ class ClassStats:
                     f"ClassStats.{name} has shape {values.shape}; expected ({n_features},), "
                     "one entry per feature of mean"
                 )
+        self._zero_empty_classes()
         # The one validator of statistics, shared with merging (and so partial_fit_stats).
         _core.check_stats(self._class_moments())
-        _core.check_stats(self._global_moments())
+        try:
+            _core.check_stats(self._global_moments())
+        except ValueError as exc:
+            raise ValueError(
+                f"ClassStats global statistics (global_mean, global_mean_lo and global_m2, "
+                f"checked as the mean, mean_lo and m2 of one group of all rows): {exc}"
+            ) from exc
+
+    def _zero_empty_classes(self) -> None:
+        """Store 0 for the undefined moments of classes of weight 0 (NaN from ``sum / 0``).
+
+        mean and mean_lo of such a class are set to 0 whatever they were; m2 only where it is
+        NaN (a number there is checked: it must be 0, as a class without rows has no spread).
+        """
+        empty = self.weight == 0
+        if not empty.any() or self.mean.shape[0] != empty.shape[0]:
+            return  # a shape mismatch is reported by the validator
+        put = object.__setattr__
+        for name in ("mean", "mean_lo"):
+            values = getattr(self, name)
+            if values is not None and values.shape == self.mean.shape:
+                with np.errstate(invalid="ignore"):
+                    if np.any(values[empty] != 0):
+                        put(self, name, _zeroed(values, empty))
+        if self.m2.shape == self.mean.shape:
+            nan_cells = np.isnan(self.m2) & empty[:, None]
+            if nan_cells.any():
+                put(self, "m2", _zeroed(self.m2, nan_cells))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # Through the constructor, so that unpickled arrays are validated and read-only too.
+        # Through the constructor, so that unpickled arrays are validated and read-only too;
+        # type(self), so that a subclass stays a subclass.
         return (
-            ClassStats,
+            type(self),
             (
                 self.weight,
                 self.mean,

@@ -42,24 +42,32 @@ DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
 
 
 class BatchError(ValueError):
-    """A batch of a stream was rejected (NaN/inf, unknown label, wrong shape, bad weights).
+    """A batch of a stream was rejected (NaN/inf, unknown label, wrong shape, bad weights, or
+    statistics whose merge with everything before overflows float64).
+
+    Nothing accepted before the rejected batch is lost: it is all in :attr:`estimator` or
+    :attr:`pending_stats`, and ``fit_stream(rest, classes=..., estimator=err.estimator,
+    initial_stats=err.pending_stats)`` continues with the parameters of the estimator given.
 
     Attributes
     ----------
     batch_index : int
         0-based index of the rejected batch in this call's stream.
     rows_fitted : int
-        Rows of the earlier batches, all of which are in :attr:`estimator` (or, if they had
-        only zero weights, in :attr:`pending_stats`).
-    estimator : gaussmle.GaussianNB or None
-        The model of every batch before the rejected one (the estimator passed to
-        :func:`fit_stream`, updated, if it was fitted), or None if no row was fitted yet or
-        no earlier row had a positive sample weight (no model exists then).
-        Pass it as ``estimator=`` to continue with the rest of the stream.
+        Rows of this call's batches before the rejected one (``batch_index`` batches). Rows
+        that were in the estimator or in ``initial_stats`` before the call are not counted;
+        they are kept all the same.
+    estimator : gaussmle.GaussianNB
+        The estimator to continue with. If a model exists, it is the model of everything
+        before the rejected batch: the estimator passed to :func:`fit_stream`, updated in
+        place, if it was fitted, else a new model. If none exists yet (no earlier row, or no
+        earlier row with a positive sample weight and no ``priors``), it is an unfitted clone
+        of the estimator given (``GaussianNB()`` by default), so that its parameters
+        (``priors``, ``var_smoothing``, ``n_jobs``) are kept.
     pending_stats : ClassStats or None
-        The statistics of the earlier batches when they are in no model (``estimator`` is
-        None although rows were accepted: every weight was 0); they still count toward
-        ``epsilon_``. Pass them as ``initial_stats=`` to continue. None otherwise.
+        The statistics of the earlier rows when no model could hold them (every weight was 0
+        and there are no ``priors``; the rows still count toward ``epsilon_``). Pass them as
+        ``initial_stats=`` to continue. None otherwise.
     """
 
     def __init__(
@@ -68,7 +76,7 @@ class BatchError(ValueError):
         *,
         batch_index: int,
         rows_fitted: int,
-        estimator: GaussianNB | None,
+        estimator: GaussianNB,
         pending_stats: ClassStats | None = None,
     ) -> None:
         super().__init__(message)
@@ -278,14 +286,17 @@ def fit_stream(
     Raises
     ------
     BatchError
-        If a batch is rejected; ``error.batch_index`` names it and ``error.estimator`` holds
-        the model of every earlier batch (``error.pending_stats`` their statistics, if they
-        had only zero weights). With a generator or iterator, continue after the bad batch
-        with ``fit_stream(it, estimator=error.estimator, initial_stats=error.pending_stats,
-        classes=...)``.
+        If a batch is rejected (a batch whose statistics would overflow float64 when merged
+        with the earlier batches and the fitted ``estimator``'s own statistics included);
+        ``error.batch_index`` names it and ``error.estimator`` holds the model of every
+        earlier batch (``error.pending_stats`` their statistics, if they had only zero
+        weights; ``error.estimator`` is then an unfitted clone of ``estimator``). With a
+        generator or iterator, continue after the bad batch with ``fit_stream(it,
+        classes=..., estimator=error.estimator, initial_stats=error.pending_stats)``.
     ValueError
         If the stream holds no rows, ``classes`` is missing or conflicts with ``estimator``,
-        or a parameter of ``estimator`` is invalid (checked before the first batch is read).
+        a parameter of ``estimator`` is invalid, or ``initial_stats`` does not fit
+        ``estimator`` (checked before the first batch is read).
     BaseException
         Anything else raised meanwhile (``KeyboardInterrupt``, an error of the source or of
         the progress bar) propagates and leaves ``estimator`` exactly as it was before the
@@ -301,9 +312,10 @@ def fit_stream(
     >>> int(model.class_count_.sum())
     500
     """
+    from sklearn.base import clone
     from sklearn.utils.validation import _get_feature_names
 
-    from gaussmle.estimator import GaussianNB
+    from gaussmle.estimator import GaussianNB, priors_undefined
 
     template = GaussianNB() if estimator is None else estimator
     fitted = "_fitted_state" in template.__dict__
@@ -368,19 +380,23 @@ def fit_stream(
                 f"initial_stats has shape {initial_stats.mean.shape} (classes, features); "
                 f"expected ({len(cls_arr)}, {'n_features' if n_features is None else n_features})"
             )
+        if fitted:
+            # Would overflow at the end otherwise, after the whole stream was read.
+            template._stats_merged_with(initial_stats)
         total = initial_stats
         n_features = initial_stats.n_features
-        rows = int(initial_stats.global_count)
+    rows = 0  # of this call's batches (BatchError.rows_fitted)
     bar = _progress_bar(progress, total_rows)
 
-    def publish() -> GaussianNB | None:
-        """Turn the statistics so far into the model (None if there are none)."""
-        if total is None or not total.global_count > 0:
-            return template if fitted else None
+    def model_of(stats: ClassStats) -> GaussianNB:
+        """The model of everything so far, from the statistics of this call (with rows).
+
+        Cannot overflow for a fitted estimator: the merge was checked with every batch.
+        """
         if fitted:
-            return template.partial_fit_stats(total)
+            return template.partial_fit_stats(stats)
         return GaussianNB.from_class_stats(
-            total,
+            stats,
             cls_arr,
             priors=template.priors,
             var_smoothing=template.var_smoothing,
@@ -392,23 +408,32 @@ def fit_stream(
     def rejected(index: int, exc: Exception) -> BatchError:
         """The BatchError for batch ``index``, publishing every earlier batch."""
         pending = None
-        try:
-            published = publish()
-        except ValueError:
+        published: GaussianNB
+        if total is None or not total.global_count > 0:
+            published = template if fitted else clone(template)
+            kept = "no earlier batch was fitted; err.estimator is " + (
+                "the estimator as it was" if fitted else "an unfitted clone of the estimator"
+            )
+        elif not fitted and priors_undefined(total, template.priors):
             # Rows, but none with a positive weight and no priors: no model exists (its class
             # priors would be 0/0), yet the rows count toward epsilon_. They travel in the error.
-            published = None
             pending = total
-        if pending is not None:
+            published = clone(template)
             kept = (
-                f"the {rows} rows of earlier batches all have sample weight 0, so there is no "
-                "model yet; their statistics are kept in the error's pending_stats (continue "
-                "with initial_stats=err.pending_stats)"
+                "every earlier row has sample weight 0, so there is no model yet; their "
+                "statistics are in err.pending_stats and err.estimator is an unfitted clone "
+                "of the estimator: continue with estimator=err.estimator, "
+                "initial_stats=err.pending_stats"
             )
-        elif published is None:
-            kept = "no earlier batch was fitted"
         else:
-            kept = f"{rows} rows of earlier batches are kept in the model"
+            published = model_of(total)
+            if index == 0:
+                from_call = "none of them from this call's batches"
+            elif index == 1:
+                from_call = f"{rows} of them from this call's batch 0"
+            else:
+                from_call = f"{rows} of them from this call's batches 0 to {index - 1}"
+            kept = f"err.estimator holds every earlier row, {from_call}"
         return BatchError(
             f"batch {index} was rejected ({kept}): {exc}",
             batch_index=index,
@@ -440,8 +465,11 @@ def fit_stream(
                 w = template._validated_weights(wb, x, allow_all_zero=True)
                 stats = class_stats(x, codes, len(cls_arr), sample_weight=w, n_threads=threads)
                 # Inside the try: a merge that overflows float64 rejects this batch too, and
-                # the running total keeps every earlier batch.
+                # the running total keeps every earlier batch. For a fitted estimator, the
+                # merge into its own statistics (done once, at the end) is checked here too.
                 merged = stats if total is None else total + stats
+                if fitted:
+                    template._stats_merged_with(merged)
             except (ValueError, TypeError) as exc:
                 raise rejected(index, exc) from exc
             total = merged
@@ -457,7 +485,8 @@ def fit_stream(
         if bar is not None:
             bar.close()
 
-    result = publish()
-    if result is None:
-        raise ValueError(f"the stream held no rows ({index + 1} batches)")
-    return result
+    if total is not None and total.global_count > 0:
+        return model_of(total)
+    if fitted:
+        return template
+    raise ValueError(f"the stream held no rows ({index + 1} batches)")
