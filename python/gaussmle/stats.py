@@ -214,11 +214,29 @@ class ClassStats:
 
     @classmethod
     def _from_core(cls, classes: MomentsTuple, global_: MomentsTuple) -> ClassStats:
-        """Statistics from the fresh arrays of a Rust call (stored without a copy)."""
+        """Statistics from the fresh arrays of a Rust call (stored without a copy).
+
+        Valid by construction (the core checks its inputs, and empty classes come out as
+        zeros), so the constructor's checks are skipped: they took ~110 us of a 210 us fit of
+        10 rows with 784 features and 10 classes.
+        """
         weight, mean, mean_lo, m2 = classes
         g_w, g_mean, g_lo, g_m2 = global_
         _seal(weight, mean, mean_lo, m2, g_mean, g_lo, g_m2)
-        return cls(weight, mean, m2, float(g_w[0]), g_mean[0], g_m2[0], mean_lo, g_lo[0])
+        stats = object.__new__(cls)
+        fields = {
+            "weight": weight,
+            "mean": mean,
+            "m2": m2,
+            "global_count": float(g_w[0]),
+            "global_mean": g_mean[0],  # views of sealed arrays: read-only too
+            "global_m2": g_m2[0],
+            "mean_lo": mean_lo,
+            "global_mean_lo": g_lo[0],
+        }
+        for name, value in fields.items():
+            object.__setattr__(stats, name, value)
+        return stats
 
     @property
     def n_classes(self) -> int:
