@@ -638,3 +638,23 @@ def test_integral_float_labels_are_class_codes() -> None:
     stats = class_stats(np.array([[1.0], [3.0], [10.0]]), np.array([0.0, 2.0, 2.0]))
     np.testing.assert_array_equal(stats.weight, [1.0, 0.0, 2.0])
     np.testing.assert_array_equal(stats.mean, [[1.0], [0.0], [6.5]])
+
+
+def test_constructor_copies_cannot_be_made_writeable_again() -> None:
+    # Final review: the constructor's copies owned their data, so `flags.writeable = True`
+    # succeeded and a changed m2 (var -0.5) reached from_class_stats unchecked. The copies now
+    # sit on immutable bytes, like the core's own outputs.
+    built = ClassStats(
+        np.array([2.0, 2.0]),
+        np.array([[2.0], [11.0]]),
+        np.array([[2.0], [2.0]]),
+        4,
+        np.array([6.5]),
+        np.array([100.0]),
+    )
+    fitted = class_stats(np.array([[1.0], [3.0], [10.0], [12.0]]), np.array([0, 0, 1, 1]))
+    for stats in (built, fitted, ClassStats.empty(2, 1)):
+        for field in ("weight", "mean", "m2", "global_mean", "global_m2"):
+            with pytest.raises(ValueError):
+                getattr(stats, field).flags.writeable = True
+    np.testing.assert_array_equal(built.var, [[1.0], [1.0]])

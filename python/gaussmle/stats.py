@@ -42,6 +42,17 @@ def _forget(key: int, _dead: weakref.ref[npt.NDArray[Any]]) -> None:
     _OWNED.pop(key, None)
 
 
+def _locked_copy(values: Any) -> F64:
+    """A read-only float64 copy of ``values`` over an immutable ``bytes`` buffer.
+
+    A copy that owns its data could be made writeable again by anyone holding it
+    (``flags.writeable = True``); over ``bytes`` numpy refuses, as for the core's own outputs.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    out: F64 = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.float64)
+    return out.reshape(arr.shape)
+
+
 def _seal(*arrays: F64) -> None:
     """Mark fresh arrays (ours alone) read-only, so that ClassStats stores them without a copy."""
     for arr in arrays:
@@ -84,18 +95,16 @@ def _frozen(value: Any, name: str, ndim: int) -> F64:
     if not (
         arr.dtype == np.float64 and arr.dtype.isnative and arr.flags.aligned and _immutable(arr)
     ):
-        arr = np.array(arr, dtype=np.float64)
-        _seal(arr)
+        arr = _locked_copy(arr)
     out: F64 = arr
     return out
 
 
 def _zeroed(values: F64, where: npt.NDArray[np.bool_]) -> F64:
-    """A sealed copy of ``values`` with 0 where ``where`` (rows, or single cells) is True."""
+    """A locked copy of ``values`` with 0 where ``where`` (rows, or single cells) is True."""
     out = values.copy()
     out[where] = 0.0
-    _seal(out)
-    return out
+    return _locked_copy(out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -308,9 +317,9 @@ class ClassStats:
     @classmethod
     def empty(cls, n_classes: int, n_features: int) -> ClassStats:
         """Statistics of zero rows: the identity of ``merge``."""
-        zeros_cd = np.zeros((n_classes, n_features))
-        zeros_d = np.zeros(n_features)
-        _seal(zeros_cd, zeros_d)  # read-only: one array can serve every field
+        # Locked (read-only for good): one array can serve every field.
+        zeros_cd = _locked_copy(np.zeros((n_classes, n_features)))
+        zeros_d = _locked_copy(np.zeros(n_features))
         return cls(
             np.zeros(n_classes), zeros_cd, zeros_cd, 0.0, zeros_d, zeros_d, zeros_cd, zeros_d
         )
