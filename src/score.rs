@@ -761,7 +761,7 @@ impl<T: Element> MatrixSink<'_, '_, T> {
                 }
             }
         }
-        // 1/(1 + rest) (proba's factor), log1p(rest) (log-proba's shift) and the row constant Z.
+        // 1/(1 + rest) (proba's factor) and log1p(rest) (log-proba's shift).
         let mut inv = [0.0f64; R];
         let mut log1p_rest = [0.0f64; R];
         for r in 0..R {

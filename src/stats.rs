@@ -607,9 +607,10 @@ struct BlockScratch {
     /// the corrected two-pass algorithm (Chan, Golub & LeVeque 1983) adds them back.
     dev_sum: AlignedBuf,
     /// Per-class weight of the rows so far, with the rounding errors of its sum in
-    /// `weight_lo` (TwoSum per row; folded in before the weights are read), so a class
-    /// weight is as accurate as its sums: plain addition lost all of 1e5 unit weights next
-    /// to one of 1e16 (mean and variance 1.6e-12 off).
+    /// `weight_lo` (TwoSum per row; renormalised before the weights are read, and the rest
+    /// carried into the chunk total by the merge), so a class weight is as accurate as its
+    /// sums: plain addition lost all of 1e5 unit weights next to one of 1e16 (mean and
+    /// variance 1.6e-12 off).
     weight: Vec<f64>,
     weight_lo: Vec<f64>,
     /// Per-class rounding errors of the chunk totals' weights over the block merges (the
