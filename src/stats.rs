@@ -119,9 +119,12 @@ impl Moments {
                 ),
             });
         }
-        if let Some(w) = weight.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+        if let Some(group) = weight.iter().position(|w| !(w.is_finite() && *w >= 0.0)) {
             return Err(GaussError::BadParameter {
-                what: format!("statistics weight must be finite and >= 0; got {w}"),
+                what: format!(
+                    "statistics weight must be finite and >= 0; got {} for group {group}",
+                    weight[group]
+                ),
             });
         }
         // The message names the field and the cell, so a table built elsewhere can be fixed.

@@ -6,6 +6,7 @@ and everything shipped to the workers is defined in functions (pickled by value)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
@@ -415,3 +416,34 @@ def test_predict_on_missing_nullable_values_is_a_clear_value_error(small: Any) -
     frame.iloc[23, 1] = pd.NA  # row 3 of the second partition (20 rows each)
     with pytest.raises(ValueError, match=r"row block 1: Input X contains NaN.*row 3, column 1"):
         model.predict(dd.from_pandas(frame, npartitions=2)).compute()
+
+
+def test_parquet_frame_column_selections_fit_and_score(client: Any, tmp_path: Any) -> None:
+    # Docs walkthrough: with dd.read_parquet, dask's optimiser fused the partitions of
+    # frame[features] and frame["label"] differently (4 blocks against 2), so fit failed with
+    # an IndexError and score with a ValueError. Blocks are now taken from unoptimised graphs
+    # and score pairs partitions as fit does.
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(7)
+    names = ["f0", "f1", "f2"]
+    parts = []
+    for i in range(4):
+        Xp = rng.normal(size=(500, 3)) + i
+        yp = rng.choice(["a", "b", "c"], 500)
+        frame = pd.DataFrame(Xp, columns=names)
+        frame["label"] = yp
+        frame["w"] = rng.random(500)
+        frame.to_parquet(tmp_path / f"part{i}.parquet")
+        parts.append(frame)
+    full = pd.concat(parts, ignore_index=True)
+    frame = dd.read_parquet(str(tmp_path))
+    model = GaussianNB().fit(frame[names], frame["label"], classes=["a", "b", "c"])
+    local = gaussmle.GaussianNB().fit(full[names], full["label"])
+    assert_same_model(model, local)
+    predicted = local.predict(full[names])
+    hits = int(np.sum(predicted == full["label"].to_numpy()))
+    assert model.score(frame[names], frame["label"]) == float(Fraction(hits, len(full)))
+    weighted = model.score(frame[names], frame["label"], frame["w"])
+    w = full["w"].to_numpy()
+    expected = math.fsum(w[predicted == full["label"].to_numpy()]) / math.fsum(w)
+    assert weighted == pytest.approx(expected, rel=1e-15)

@@ -294,6 +294,16 @@ def _tree_merge(parts: Sequence[Delayed], split_every: int) -> Delayed:
     return level[0]
 
 
+def _block_hits(model: Any, X: Any, y: Any, w: Any) -> tuple[float, float]:
+    """(weighted correct predictions, total weight) of one partition."""
+    truth = np.asarray(y).ravel()
+    hits = (np.asarray(model.predict(X)) == truth).astype(np.float64)
+    if w is None:
+        return float(hits.sum()), float(hits.size)
+    weights = np.broadcast_to(np.asarray(w, dtype=np.float64).ravel(), hits.shape)
+    return math.fsum(hits * weights), math.fsum(weights)
+
+
 def _row_blocks(
     X: Any, y: Any, sample_weight: Any
 ) -> tuple[list[Any], list[Any], list[Any] | None, list[int | None], int]:
@@ -311,9 +321,12 @@ def _row_blocks(
         if not _is_dataframe(X):
             raise ValueError("X must be 2-D: a dask DataFrame, not a Series")
         n_features = len(X.columns)
-        xs = list(X.to_delayed())
-        ys = list(y.to_delayed())
-        ws = None if sample_weight is None else list(sample_weight.to_delayed())
+        # Unoptimised graphs: dask's optimiser may fuse the partitions of two column selections
+        # of one frame differently (dd.read_parquet: 4 blocks of X against 2 of y), and the
+        # blocks must pair up one to one.
+        xs = list(X.to_delayed(optimize_graph=False))
+        ys = list(y.to_delayed(optimize_graph=False))
+        ws = None if sample_weight is None else list(sample_weight.to_delayed(optimize_graph=False))
         return xs, ys, ws, [None] * len(xs), n_features
 
     x = _as_dask_array(X, "X")
@@ -750,7 +763,29 @@ class GaussianNB(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if _is_frame(X):
             if not _is_dataframe(X):
                 raise ValueError("X must be 2-D: a dask DataFrame, not a Series")
-            self._check_columns(X, self._local())
+            local = self._local()
+            self._check_columns(X, local)
+            labels = _labels_1d(y)
+            if _is_frame(labels) and labels.npartitions == X.npartitions:
+                # Partition by partition, as fit pairs them (their array forms can disagree
+                # on the partition count after dask's optimiser; see _row_blocks).
+                scalar = _scalar_weight(sample_weight)
+                xs, ys, ws, _, _ = _row_blocks(
+                    _numeric_frame(X), labels, None if scalar is not None else sample_weight
+                )
+                block = dask.delayed(_block_hits, pure=True)
+                local_d = dask.delayed(local, pure=True)
+                totals = dask.compute(
+                    *(
+                        block(local_d, xs[i], ys[i], scalar if ws is None else ws[i])
+                        for i in range(len(xs))
+                    )
+                )
+                hits_total = math.fsum(t[0] for t in totals)
+                weight_total = math.fsum(t[1] for t in totals)
+                if not weight_total > 0:
+                    raise ValueError("score needs rows with a positive total sample weight")
+                return hits_total / weight_total
             x = _numeric_frame(X).to_dask_array(lengths=True)  # one cheap pass: row counts
         else:
             x = _with_known_chunks(X)
