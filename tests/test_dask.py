@@ -238,11 +238,10 @@ def test_workers_reduce_and_only_statistics_travel(client: Any) -> None:
     assert client_bytes * 10_000 < X.nbytes
 
 
-def test_n_jobs_minus_one_is_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    # As for the estimator: -1 is every core, whatever GAUSSMLE_NUM_THREADS says.
+def thread_counts_seen(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The n_threads of every block's class_stats call (a spy on gaussmle.dask.class_stats)."""
     import gaussmle.dask as gdask
 
-    monkeypatch.setenv("GAUSSMLE_NUM_THREADS", "1")
     seen: list[int | None] = []
     original = gdask.class_stats
 
@@ -251,6 +250,13 @@ def test_n_jobs_minus_one_is_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
         return original(*args, n_threads=n_threads, **kwargs)
 
     monkeypatch.setattr(gdask, "class_stats", spy)
+    return seen
+
+
+def test_n_jobs_minus_one_is_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As for the estimator: -1 is every core, whatever GAUSSMLE_NUM_THREADS says.
+    monkeypatch.setenv("GAUSSMLE_NUM_THREADS", "1")
+    seen = thread_counts_seen(monkeypatch)
     X = da.from_array(np.arange(8.0).reshape(4, 2), chunks=2)
     y = da.from_array(np.array([0, 1, 0, 1]), chunks=2)
     with dask.config.set(scheduler="synchronous"):
@@ -261,7 +267,6 @@ def test_n_jobs_minus_one_is_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_n_jobs_minus_one_is_resolved_on_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: the client resolved -1 with its own core count and baked it into every task.
     import gaussmle._threads as threads
-    import gaussmle.dask as gdask
 
     class Cores:
         count = 64
@@ -271,14 +276,7 @@ def test_n_jobs_minus_one_is_resolved_on_the_worker(monkeypatch: pytest.MonkeyPa
             return Cores.count
 
     monkeypatch.setattr(threads, "_core", Cores)
-    seen: list[int | None] = []
-    original = gdask.class_stats
-
-    def spy(*args: Any, n_threads: int | None = None, **kwargs: Any) -> Any:
-        seen.append(n_threads)
-        return original(*args, n_threads=n_threads, **kwargs)
-
-    monkeypatch.setattr(gdask, "class_stats", spy)
+    seen = thread_counts_seen(monkeypatch)
     X = da.from_array(np.arange(8.0).reshape(4, 2), chunks=2)
     y = da.from_array(np.array([0, 1, 0, 1]), chunks=2)
     root = class_stats_delayed(X, y, [0, 1], n_jobs=-1)  # built on a "64-core client"
