@@ -367,7 +367,6 @@ def fit_stream(
     template.check_parameters(len(cls_arr))
     threads = threads_for_n_jobs(template.n_jobs)
     total: ClassStats | None = None
-    rows = 0
     if initial_stats is not None:
         if not isinstance(initial_stats, ClassStats):
             raise TypeError(
